@@ -1,0 +1,26 @@
+"""The one place TensorFlow is imported.
+
+tfmot 0.8 prunes only Keras 2 models, and TensorFlow >= 2.16 maps ``tf.keras``
+to Keras 3 unless ``TF_USE_LEGACY_KERAS=1`` is set *before* TensorFlow is
+first imported. Every module that needs TensorFlow, tf_keras or tfmot imports
+them from here, so the variable is set exactly once, in time.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep SLURM logs readable
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+__all__ = ["tf", "keras", "tfmot"]
+
+
+def __getattr__(name: str):
+    # tfmot costs ~1 s to import and only the pruning stage needs it.
+    if name == "tfmot":
+        import tensorflow_model_optimization as tfmot
+
+        return tfmot
+    raise AttributeError(name)

@@ -1,0 +1,46 @@
+"""The thin shared layer under every command: logging set-up and one-line errors.
+
+Every CLI's ``main`` raises :class:`~data.errors.HepPruneError` for bad input;
+:func:`run` turns that into ``error: <message>`` on stderr and exit status 2,
+so a user never sees a deep TensorFlow traceback for a mistake they can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from data.errors import HepPruneError
+
+EXIT_BAD_INPUT = 2
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    # TensorFlow's absl logger chatters at INFO on every epoch ("Sharding callback ...").
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)`` and map user errors to a one-line message and exit code 2."""
+    setup_logging(verbose=bool(os.environ.get("HEPPRUNE_DEBUG")))
+    try:
+        return int(main(argv) or 0)
+    except HepPruneError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other bad input."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")

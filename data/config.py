@@ -1,0 +1,224 @@
+"""The one experiment config model, validated at the door.
+
+Every command reads a YAML file (``yaml.safe_load`` only), applies
+``--set key=value`` overrides, and builds a :class:`Config` here. Unknown keys,
+wrong types and out-of-range values fail at once with a one-line
+:class:`~data.errors.ConfigError` that names the key and lists the valid ones,
+before any data is read or any TensorFlow is imported.
+
+It lives in ``data/`` because ``data`` is the bottom layer that every stage
+(``ptq``, ``prune``, ``slurm``) may import; nothing here depends on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.errors import ConfigError
+
+
+def _opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
+         gt: float | None = None, le: float | None = None, lt: float | None = None,
+         factory: Any = None) -> Any:
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = _opt("", "HDF5 file or glob of shards; --data overrides it")
+    val_fraction: float = _opt(0.1, "fraction of each shard's events used for validation", gt=0, lt=1)
+    test_fraction: float = _opt(0.1, "fraction of each shard's events held out for testing", gt=0, lt=1)
+    batch_size: int = _opt(512, "events per training batch", ge=1)
+    shuffle_buffer: int = _opt(262144, "events held in the shuffle buffer (bounds memory)", ge=1)
+    target_transform: str = _opt("ratio", "what the network regresses: ratio = true/reference, "
+                                 "log = log(true), none = true/target_scale",
+                                 choices=("ratio", "log", "none"))
+    target_scale: float = _opt(100.0, "divisor of the target for target_transform=none", gt=0)
+    reference_floor: float = _opt(1.0, "reference values are clipped to at least this "
+                                  "(in target units) for target_transform=ratio", gt=0)
+
+    def __post_init__(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction + data.test_fraction = "
+                              f"{self.val_fraction + self.test_fraction:g} leaves no training events; "
+                              "it must be below 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    type: str = _opt("mlp", "mlp (flat inputs) or cnn (the image view)", choices=("mlp", "cnn"))
+    hidden_units: list = _opt(None, "units of each hidden Dense layer", factory=lambda: [64, 32, 16])
+    activation: str = _opt("relu", "hidden-layer activation", choices=("relu", "tanh", "sigmoid"))
+    batch_norm: bool = _opt(False, "BatchNormalization after each hidden Dense/Conv2D")
+    conv_filters: list = _opt(None, "filters of each Conv2D layer (cnn only)", factory=lambda: [8, 16])
+    kernel_size: int = _opt(3, "Conv2D kernel size (cnn only)", ge=1)
+    pool_size: int = _opt(0, "MaxPooling2D size after each Conv2D, 0 = none (cnn only)", ge=0)
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_units", "conv_filters"):
+            values = getattr(self, key)
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                     for v in values):
+                raise ConfigError(f"model.{key} must be a non-empty list of positive integers, "
+                                  f"got {values!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _opt(30, "maximum number of pretraining epochs", ge=1)
+    learning_rate: float = _opt(1e-3, "Adam learning rate", gt=0)
+    loss: str = _opt("huber", "loss on the transformed target", choices=("huber", "mse", "mae"))
+    huber_delta: float = _opt(0.1, "Huber loss transition point (transformed-target units)", gt=0)
+    early_stopping_patience: int = _opt(8, "epochs without val_loss improvement before "
+                                        "stopping; 0 disables (pretraining only)", ge=0)
+    reduce_lr_patience: int = _opt(4, "epochs without improvement before the learning rate "
+                                   "is reduced; 0 disables", ge=0)
+    reduce_lr_factor: float = _opt(0.5, "factor applied to the learning rate on a plateau", gt=0, lt=1)
+    min_learning_rate: float = _opt(1e-5, "floor for the reduced learning rate", gt=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0)
+    data: DataConfig = _opt(None, "dataset and input pipeline", factory=DataConfig)
+    model: ModelConfig = _opt(None, "network architecture", factory=ModelConfig)
+    train: TrainConfig = _opt(None, "pretraining (ptq/trainModel.py)", factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be finite, got {value!r}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = meta.get(bound)
+        if b is not None and not ok(value, b):
+            raise ConfigError(f"{key} must be {word} {b:g}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, raw)) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys"
+                          f"{' in ' + where if prefix else ''}: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key, tp = f"{prefix}{name}", hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+            _check_range(key, kwargs[name], fields[name].metadata)
+    return cls(**kwargs)
+
+
+def from_dict(raw: Any) -> Config:
+    return _build(Config, raw, "")
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config dict."""
+    raw = dict(raw or {})
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; a missing path means all defaults."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every key: the README's config table comes from here."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("doc", "")))
+    return rows
+

@@ -1,0 +1,32 @@
+"""Target transforms: what the network regresses, and how to get energy back.
+
+``ratio``  t = true / max(reference, floor): the network learns a correction
+           factor to the raw estimator, of order 1 across the whole spectrum.
+``log``    t = log(true): scale-free, but the network must rebuild the energy
+           scale from the inputs.
+``none``   t = true / scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data.config import DataConfig
+
+
+def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    if cfg.target_transform == "ratio":
+        return (true / np.maximum(reference, cfg.reference_floor)).astype(np.float32)
+    if cfg.target_transform == "log":
+        return np.log(true).astype(np.float32)
+    return (true / cfg.target_scale).astype(np.float32)
+
+
+def decode(t: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Predicted true value (target units) from the network output ``t``."""
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    if cfg.target_transform == "ratio":
+        return t * np.maximum(reference, cfg.reference_floor)
+    if cfg.target_transform == "log":
+        return np.exp(np.clip(t, -50.0, 50.0))
+    return t * cfg.target_scale

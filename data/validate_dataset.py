@@ -1,0 +1,45 @@
+"""Check HDF5 files against the hepprune schema: ``python data/validate_dataset.py GLOB [--values]``.
+
+Prints a one-screen summary on success; a one-line error and exit 2 otherwise.
+``--values`` also reads every event once to refuse NaN or Inf.
+"""
+
+if __package__ in (None, ""):  # run as `python data/validate_dataset.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import sys
+from collections.abc import Sequence
+
+from data.cli import ArgumentParser, run
+from data.schema import open_dataset
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="validate_dataset.py", description=__doc__.splitlines()[0])
+    p.add_argument("pattern", help="HDF5 file or glob of shards (quote it)")
+    p.add_argument("--values", action="store_true", help="also check every value is finite")
+    args = p.parse_args(argv)
+    info = open_dataset(args.pattern)
+    if args.values:
+        from data import loader
+
+        with loader.Reader(info) as reader:
+            for block in loader.all_blocks(info):
+                loader.check_finite(reader, block, reader.read(block))
+    print(f"ok: {len(info.shards)} shard(s), {info.n_events} events")
+    print(f"inputs: {len(info.feature_names)} features ({', '.join(info.feature_names[:6])}"
+          f"{', ...' if len(info.feature_names) > 6 else ''})")
+    print(f"image: {info.image_shape or 'none'}")
+    print(f"target: {info.target_name} [{info.target_unit}]   reference: {info.reference_name}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

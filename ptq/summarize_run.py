@@ -1,0 +1,72 @@
+"""Print what a run directory holds: ``python ptq/summarize_run.py RUN``.
+
+Reads each stage's ``metrics.json`` (the marker that the stage finished) and
+prints one row per stage, then where the artifacts are.
+"""
+
+if __package__ in (None, ""):  # run as `python ptq/summarize_run.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from data import artifacts
+from data.cli import ArgumentParser, run
+from data.errors import RunError
+
+
+def summary_rows(run_dir: Path) -> list[dict]:
+    rows = []
+    for stage in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        if not artifacts.is_complete(stage):
+            continue
+        m = artifacts.read_json(stage / artifacts.METRICS_FILE)
+        test, ref = m.get("test", {}), m.get("reference", {})
+        rows.append({"stage": stage.name, "val_loss": m.get("val_loss"),
+                     "response": test.get("response_median"), "resolution": test.get("resolution_q68"),
+                     "raw_response": ref.get("response_median"), "raw_resolution": ref.get("resolution_q68"),
+                     "params": m.get("params"), "path": str(stage)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ("stage", "val_loss", "response", "resolution", "raw_response", "raw_resolution", "params")
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [cols] + [tuple(fmt(r[c]) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="summarize_run.py", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    run_dir = Path(p.parse_args(argv).run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory not found: {run_dir}")
+    rows = summary_rows(run_dir)
+    if not rows:
+        raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
+    print(f"\nRun {run_dir.resolve()}  (response = median pred/true, resolution = half 68% width; "
+          "raw = the reference estimator)\n")
+    print(format_table(rows))
+    print()
+    for r in rows:
+        files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(r["path"]).iterdir())
+        print(f"{r['path']}: {' '.join(files)}")
+    print(f"\nTensorBoard: tensorboard --logdir {run_dir}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,53 @@
+"""Pretrain the dense baseline: ``python ptq/trainModel.py --config FILE --run-dir RUN``.
+
+Writes ``RUN/baseline/`` (model.h5, standardization.json, config.yaml,
+history.csv, tensorboard/, checkpoint/, metrics.json). Rerunning the same
+command after a kill resumes from the last completed epoch.
+"""
+
+if __package__ in (None, ""):  # run as `python ptq/trainModel.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from data import config as config_mod
+from data.cli import ArgumentParser, run
+
+log = logging.getLogger("hepprune.train")
+
+
+def parse_args(argv: Sequence[str] | None):
+    p = ArgumentParser(prog="trainModel.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="experiment YAML (see configs/demo.yaml)")
+    p.add_argument("--run-dir", required=True, help="run directory; the baseline goes to RUN/baseline")
+    p.add_argument("--data", help="HDF5 file or glob, overriding data.path")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.loss=mse (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing RUN/baseline first")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Config and paths are validated before TensorFlow is imported.
+    from ptq.training import resolve_config, train_baseline
+
+    cfg = resolve_config(config_mod.load(args.config, args.overrides), data=args.data, epochs=args.epochs)
+    metrics = train_baseline(cfg, args.run_dir, overwrite=args.overwrite)
+    log.info("wrote %s/baseline (val_loss %.5g, test response %.4f, resolution %.4f)", args.run_dir,
+             metrics["val_loss"], metrics["test"]["response_median"], metrics["test"]["resolution_q68"])
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,258 @@
+"""Baseline pretraining: streamed HDF5 in, ``RUN/baseline/`` out, resumable.
+
+Resume contract: a checkpoint (weights, optimizer state, learning-rate and
+early-stopping counters, history) is committed after every epoch by writing
+``checkpoint/state.json`` atomically *after* the TensorFlow checkpoint files
+it points to. Killing the process at any moment leaves the previous commit
+intact, and because each epoch's data order depends only on ``(seed, epoch)``
+and ops run deterministically, the resumed run ends with the same result as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data import artifacts, loader, targets
+from data.config import Config
+from data.errors import ConfigError, RunError
+from data.schema import open_dataset
+from ptq.metrics import response_metrics
+
+log = logging.getLogger(__name__)
+
+BASELINE = "baseline"
+CONFIG_FILE = "config.yaml"
+STANDARDIZATION_FILE = "standardization.json"
+MODEL_FILE = "model.h5"
+HISTORY_FILE = "history.csv"
+CKPT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+BEST_WEIGHTS = "best_weights.h5"  # not *.weights.h5: tf_keras reads that suffix as the Keras 3 format
+
+
+def resolve_config(cfg: Config, data: str | None = None, epochs: int | None = None) -> Config:
+    """Apply command-line overrides; the result is what gets saved and compared on resume."""
+    path = data if data is not None else cfg.data.path
+    if not path:
+        raise ConfigError("no dataset given: set data.path in the config or pass --data GLOB")
+    cfg = replace(cfg, data=replace(cfg.data, path=os.path.abspath(os.path.expanduser(path))))
+    if epochs is not None:
+        if epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+        cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+    return cfg
+
+
+def config_text(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+
+
+@dataclass
+class Prepared:
+    """The opened dataset, its splits and its standardisation."""
+
+    reader: loader.Reader
+    splits: dict[str, list[loader.Block]]
+    standardization: loader.Standardization
+
+
+def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
+    """Validate the dataset, split it, and scan it once for NaN/Inf and the
+    standardisation (reused from ``stage_dir`` when a run already computed it)."""
+    info = open_dataset(cfg.data.path)
+    view = "image" if cfg.model.type == "cnn" else "flat"
+    reader = loader.Reader(info, view)
+    splits = loader.split_blocks(info, cfg.data.val_fraction, cfg.data.test_fraction)
+    saved = stage_dir / STANDARDIZATION_FILE if stage_dir else None
+    if saved is not None and saved.is_file():
+        std = loader.Standardization.from_dict(artifacts.read_json(saved))
+    else:
+        log.info("scanning %d events in %d shard(s) for NaN/Inf and input statistics",
+                 info.n_events, len(info.shards))
+        std = loader.scan(reader, splits, cfg.data)
+    log.info("split: %s events", ", ".join(f"{s} {loader.n_events(b)}" for s, b in splits.items()))
+    return Prepared(reader, splits, std)
+
+
+def predict(model, prepared: Prepared, split: str, cfg: Config, batch_size: int = 8192):
+    """Predicted and true target values (target units) and the reference, unshuffled."""
+    preds, trues, refs = [], [], []
+    for x, true, ref in loader.iter_batches(prepared.reader, prepared.splits[split], batch_size,
+                                            standardization=prepared.standardization):
+        t = model.predict_on_batch(x)
+        preds.append(targets.decode(t, ref, cfg.data))
+        trues.append(true)
+        refs.append(ref)
+    return np.concatenate(preds), np.concatenate(trues), np.concatenate(refs)
+
+
+def evaluate_test(model, prepared: Prepared, cfg: Config) -> tuple[dict, dict]:
+    """(network, raw reference) response metrics on the held-out test split."""
+    pred, true, ref = predict(model, prepared, "test", cfg)
+    return response_metrics(pred, true), response_metrics(ref, true)
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "learning_rate")
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    artifacts.write_text(path, buf.getvalue())
+
+
+def _check_same_config(stage_dir: Path, cfg: Config) -> None:
+    saved = stage_dir / CONFIG_FILE
+    if saved.is_file() and saved.read_text() != config_text(cfg):
+        raise RunError(f"{stage_dir} was started with a different config (see {saved}); "
+                       "rerun with the same settings to resume, or use another --run-dir or --overwrite")
+
+
+def _make_callback(keras, tf):
+    """The checkpoint/plateau callback, built lazily so tf is imported only here."""
+
+    class ResumableTraining(keras.callbacks.Callback):
+        """Commits a resumable checkpoint every epoch and owns early stopping and
+        learning-rate reduction, so their counters survive a kill too."""
+
+        def __init__(self, ckpt_dir: Path, train_cfg, state: dict, history_path: Path):
+            super().__init__()
+            self.dir, self.cfg, self.state, self.history_path = ckpt_dir, train_cfg, state, history_path
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            s, c = self.state, self.cfg
+            opt = self.model.optimizer
+            lr = float(keras.backend.get_value(opt.learning_rate))
+            val = float(logs["val_loss"])
+            s["history"].append({"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val,
+                                 "learning_rate": lr})
+            if val < s["best_val_loss"]:
+                s.update(best_val_loss=val, best_epoch=epoch + 1, wait_stop=0, wait_lr=0)
+                with artifacts.atomic_path(self.dir / BEST_WEIGHTS) as tmp:
+                    self.model.save_weights(str(tmp), save_format="h5")
+            else:
+                s["wait_stop"] += 1
+                s["wait_lr"] += 1
+            if c.reduce_lr_patience and s["wait_lr"] >= c.reduce_lr_patience:
+                new_lr = max(lr * c.reduce_lr_factor, c.min_learning_rate)
+                if new_lr < lr:
+                    opt.learning_rate.assign(new_lr)
+                    log.info("epoch %d: val_loss plateau, learning rate %.3g -> %.3g", epoch + 1, lr, new_lr)
+                s["wait_lr"] = 0
+            if c.early_stopping_patience and s["wait_stop"] >= c.early_stopping_patience:
+                s["stopped_early"] = True
+                self.model.stop_training = True
+                log.info("epoch %d: early stopping, best val_loss %.5g at epoch %d",
+                         epoch + 1, s["best_val_loss"], s["best_epoch"])
+            s["epochs_done"] = epoch + 1
+            # Commit order matters: TF checkpoint files first, then the state
+            # that names them, then drop older checkpoints.
+            name = f"epoch_{epoch + 1:04d}"
+            tf.train.Checkpoint(model=self.model, optimizer=opt).write(str(self.dir / name / "ckpt"))
+            s["checkpoint"] = f"{name}/ckpt"
+            artifacts.write_json(self.dir / STATE_FILE, s)
+            for old in self.dir.glob("epoch_*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+            write_history(self.history_path, s["history"])
+
+    return ResumableTraining
+
+
+def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """Train (or resume, or recognise as finished) ``RUN/baseline``; return its metrics."""
+    stage = Path(run_dir) / BASELINE
+    if overwrite and stage.exists():
+        shutil.rmtree(stage)
+    _check_same_config(stage, cfg)
+    if artifacts.is_complete(stage):
+        log.info("%s is already complete; nothing to do", stage)
+        return artifacts.read_json(stage / artifacts.METRICS_FILE)
+
+    prepared = prepare_data(cfg, stage)  # all bad-data errors happen before anything is written
+    stage.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
+    artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
+
+    from data.backend import keras, tf
+    from ptq.models import build_model, make_loss
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = build_model(cfg.model, prepared.reader.input_shape)
+    optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
+    model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+
+    ckpt_dir = stage / CKPT_DIR
+    ckpt_dir.mkdir(exist_ok=True)
+    state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait_stop": 0,
+             "wait_lr": 0, "stopped_early": False, "history": [], "checkpoint": None}
+    if (ckpt_dir / STATE_FILE).is_file():
+        state = artifacts.read_json(ckpt_dir / STATE_FILE)
+        optimizer.build(model.trainable_variables)
+        tf.train.Checkpoint(model=model, optimizer=optimizer).read(
+            str(ckpt_dir / state["checkpoint"])).assert_existing_objects_matched()
+        log.info("resuming %s after epoch %d", stage, state["epochs_done"])
+
+    start, total = state["epochs_done"], cfg.train.epochs
+    t0 = time.time()
+    if start < total and not state["stopped_early"]:
+        train_blocks = prepared.splits["train"]
+        n_train = loader.n_events(train_blocks)
+        train_ds = loader.as_tf_dataset(prepared.reader, train_blocks, cfg.data, prepared.standardization,
+                                        seed=cfg.seed, epochs=range(start, total))
+        val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data,
+                                      prepared.standardization)
+        callbacks = [
+            keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False, profile_batch=0),
+            _make_callback(keras, tf)(ckpt_dir, cfg.train, state, stage / HISTORY_FILE),
+        ]
+        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=start,
+                  steps_per_epoch=loader.steps(n_train, cfg.data.batch_size), callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+
+    model.load_weights(str(ckpt_dir / BEST_WEIGHTS))
+    test, reference = evaluate_test(model, prepared, cfg)
+    with artifacts.atomic_path(stage / MODEL_FILE) as tmp, warnings.catch_warnings():
+        # HDF5 is "legacy" to Keras but it is what hls4ml and the design card expect.
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(str(tmp), save_format="h5", include_optimizer=False)
+    write_history(stage / HISTORY_FILE, state["history"])
+    metrics = {
+        "stage": BASELINE,
+        "val_loss": state["best_val_loss"],
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epochs_done"],
+        "stopped_early": state["stopped_early"],
+        "test": test,
+        "reference": reference,
+        "params": int(model.count_params()),
+        "h5_bytes": (stage / MODEL_FILE).stat().st_size,
+        "events": {s: loader.n_events(b) for s, b in prepared.splits.items()},
+        "target_transform": cfg.data.target_transform,
+        "loss": cfg.train.loss,
+        "train_seconds_this_process": round(time.time() - t0, 2),
+    }
+    artifacts.write_metrics(stage, metrics)
+    prepared.reader.close()
+    log.info("baseline done: test response %.4f, resolution %.4f (raw %s: %.4f, %.4f) -> %s",
+             test["response_median"], test["resolution_q68"], "reference",
+             reference["response_median"], reference["resolution_q68"], stage)
+    return metrics

@@ -1,0 +1,56 @@
+"""Shared test helpers: tiny real HDF5 files and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.schema import write_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides):
+    """A small regression shard whose target doubles as a unique event id
+    (distinct in float32 across shards of different seeds)."""
+    rng = np.random.default_rng(seed)
+    true = (rng.permutation(n) + 1 + seed * 100_000) * 0.01
+    x = rng.normal(size=(n, n_features)).astype(np.float32)
+    ref = true * (0.8 + 0.05 * x[:, 0])
+    x[:, 1] = np.log(ref)
+    kwargs = dict(inputs=x, target=true, reference=ref,
+                  feature_names=[f"f{i}" for i in range(n_features)], target_name="E_true",
+                  reference_name="raw", source="test", parameters={"seed": seed}, chunk_bytes=chunk_bytes)
+    kwargs.update(overrides)
+    return write_shard(path, **kwargs)
+
+
+@pytest.fixture
+def run_cli():
+    """Run a project script as a user would (`python ptq/trainModel.py ...`)."""
+
+    def _run(script: str, *args, timeout=600, check_ok=None):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout, env=env)
+        if check_ok and proc.returncode != 0:
+            raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return proc
+
+    return _run
+
+
+def assert_one_line_error(proc, *fragments):
+    """A bad input ends in exit 2 and exactly one `error:` line, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

@@ -1,0 +1,56 @@
+import pytest
+
+from data import config
+from data.errors import ConfigError
+
+
+def test_defaults_are_valid_and_documented():
+    cfg = config.load(None)
+    assert cfg.data.target_transform in ("ratio", "log", "none")
+    keys = [k for k, _, _ in config.describe()]
+    assert "train.epochs" in keys and "data.batch_size" in keys
+    assert all(doc for _, _, doc in config.describe())
+
+
+@pytest.mark.parametrize("raw, fragments", [
+    ({"trian": {}}, ["'trian'", "seed, data, model, train"]),
+    ({"train": {"epohcs": 3}}, ["'train.epohcs'", "epochs", "learning_rate"]),
+    ({"train": {"epochs": 0}}, ["train.epochs", ">= 1"]),
+    ({"train": {"epochs": "ten"}}, ["train.epochs", "integer"]),
+    ({"train": {"learning_rate": float("nan")}}, ["train.learning_rate", "finite"]),
+    ({"model": {"type": "rnn"}}, ["model.type", "mlp, cnn"]),
+    ({"model": {"hidden_units": [8, -1]}}, ["model.hidden_units"]),
+    ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, ["no training events"]),
+    ({"data": {"batch_size": True}}, ["data.batch_size"]),
+    ({"data": 3}, ["data must be a mapping"]),
+])
+def test_bad_configs_name_the_key(raw, fragments):
+    with pytest.raises(ConfigError) as exc:
+        config.from_dict(raw)
+    for fragment in fragments:
+        assert fragment in str(exc.value)
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 5}\nmodel: {hidden_units: [4]}\n")
+    cfg = config.load(path, ["train.epochs=7", "model.hidden_units=[8, 4]", "data.target_transform=log"])
+    assert cfg.train.epochs == 7 and cfg.model.hidden_units == [8, 4]
+    assert cfg.data.target_transform == "log"
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        config.load(path, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        config.load(path, ["train.epochs"])
+
+
+def test_unreadable_or_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load(scalar)

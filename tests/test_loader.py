@@ -1,0 +1,170 @@
+"""The streamed loader: schema checks, splits, exactly-once epochs, bounded memory."""
+
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import make_shard
+from data import loader
+from data.config import DataConfig
+from data.errors import DataError
+from data.schema import open_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    for k in range(3):
+        make_shard(tmp_path / f"shard_{k}.h5", n=1500 + 100 * k, seed=k)
+    return open_dataset(tmp_path / "shard_*.h5")
+
+
+def _targets(reader, blocks, **kw):
+    return np.concatenate([t for _, t, _ in loader.iter_batches(reader, blocks, 64, **kw)])
+
+
+def test_open_dataset_reads_metadata(dataset):
+    assert len(dataset.shards) == 3 and dataset.n_events == 1500 + 1600 + 1700
+    assert dataset.feature_names == ("f0", "f1", "f2", "f3")
+    assert all(s.chunk_rows == 256 for s in dataset.shards)  # 4096-byte chunks of 4 float32
+
+
+def test_splits_are_disjoint_deterministic_and_complete(dataset):
+    splits = loader.split_blocks(dataset, 0.1, 0.2)
+    with loader.Reader(dataset) as reader:
+        ids = {s: _targets(reader, b) for s, b in splits.items()}
+    assert sum(map(len, ids.values())) == dataset.n_events
+    assert len(np.unique(np.concatenate(list(ids.values())))) == dataset.n_events
+    assert abs(len(ids["test"]) / dataset.n_events - 0.2) < 0.01
+    assert splits == loader.split_blocks(dataset, 0.1, 0.2)
+    for blocks in splits.values():  # blocks never straddle a chunk boundary
+        assert all(b.start // 256 == (b.stop - 1) // 256 for b in blocks)
+
+
+def test_each_training_event_exactly_once_per_epoch(dataset):
+    train = loader.split_blocks(dataset, 0.1, 0.1)["train"]
+    with loader.Reader(dataset) as reader:
+        expected = np.sort(_targets(reader, train))
+        epochs = [_targets(reader, train, shuffle_buffer=500, rng=loader.epoch_rng(7, e)) for e in range(3)]
+        sizes = [len(t) for _, t, _ in loader.iter_batches(reader, train, 64, shuffle_buffer=500,
+                                                            rng=loader.epoch_rng(7, 0))]
+    for ids in epochs:
+        np.testing.assert_array_equal(np.sort(ids), expected)
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch...
+    assert not np.array_equal(epochs[0], expected)
+    np.testing.assert_array_equal(epochs[2], _again(dataset, train, 2))  # ...reproducibly
+    assert all(s == 64 for s in sizes[:-1]) and 0 < sizes[-1] <= 64  # only the last batch is short
+
+
+def _again(dataset, train, epoch):
+    with loader.Reader(dataset) as reader:
+        return _targets(reader, train, shuffle_buffer=500, rng=loader.epoch_rng(7, epoch))
+
+
+def _peak_bytes(path, n, f):
+    make_shard(path, n=n, n_features=f, chunk_bytes=64 * 1024)
+    info = open_dataset(path)
+    blocks = loader.split_blocks(info, 0.05, 0.05)["train"]
+    with loader.Reader(info) as reader:
+        tracemalloc.start()
+        seen = sum(len(t) for _, t, _ in loader.iter_batches(reader, blocks, 256, shuffle_buffer=2048,
+                                                             rng=loader.epoch_rng(0, 0)))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert seen == loader.n_events(blocks)
+    return peak
+
+
+def test_memory_is_bounded_by_the_shuffle_buffer(tmp_path):
+    f = 32
+    small = _peak_bytes(tmp_path / "small.h5", 20000, f)
+    large = _peak_bytes(tmp_path / "large.h5", 80000, f)
+    assert large < 1.1 * small, (small, large)  # 4x the data, the same memory
+    assert large < 80000 * f * 4 / 8  # and far below the dataset's size
+
+
+def test_standardization_matches_numpy_on_the_training_split(dataset):
+    splits = loader.split_blocks(dataset, 0.1, 0.1)
+    with loader.Reader(dataset) as reader:
+        stats = loader.scan(reader, splits, DataConfig())
+        x = np.concatenate([reader.read(b)[0] for b in splits["train"]])
+    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.std, x.std(0), rtol=1e-5)
+    assert stats.n_events == len(x)
+    restored = loader.Standardization.from_dict(stats.to_dict())
+    np.testing.assert_array_equal(restored.mean, stats.mean)
+
+
+def test_tf_dataset_streams_the_same_events(dataset):
+    cfg = DataConfig(batch_size=128, shuffle_buffer=300)
+    splits = loader.split_blocks(dataset, 0.1, 0.1)
+    with loader.Reader(dataset) as reader:
+        stats = loader.scan(reader, splits, cfg)
+        ds = loader.as_tf_dataset(reader, splits["train"], cfg, stats, seed=3, epochs=range(2))
+        n = sum(int(t.shape[0]) for _, t in ds)
+    assert n == 2 * loader.n_events(splits["train"])
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(DataError, match="no dataset file matches"):
+        open_dataset(tmp_path / "nothing_*.h5")
+
+
+def test_not_hdf5(tmp_path):
+    (tmp_path / "x.h5").write_text("not hdf5")
+    with pytest.raises(DataError, match="not a readable HDF5 file"):
+        open_dataset(tmp_path / "x.h5")
+
+
+def test_missing_dataset(tmp_path):
+    path = make_shard(tmp_path / "s.h5", n=100)
+    with h5py.File(path, "a") as f:
+        del f["reference"]
+    with pytest.raises(DataError, match="missing dataset 'reference'"):
+        open_dataset(path)
+
+
+def test_wrong_shape(tmp_path):
+    path = make_shard(tmp_path / "s.h5", n=100)
+    with h5py.File(path, "a") as f:
+        del f["target"]
+        f["target"] = np.ones(99, np.float32)
+    with pytest.raises(DataError, match=r"'target' has shape \(99,\)"):
+        open_dataset(path)
+
+
+def test_not_our_schema(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["inputs"] = np.ones((3, 2))
+    with pytest.raises(DataError, match="missing file attribute"):
+        open_dataset(tmp_path / "s.h5")
+
+
+def test_shards_that_disagree(tmp_path):
+    make_shard(tmp_path / "a.h5", n=100, n_features=4)
+    make_shard(tmp_path / "b.h5", n=100, n_features=5)
+    with pytest.raises(DataError, match="shards disagree on feature_names"):
+        open_dataset(tmp_path / "*.h5")
+
+
+@pytest.mark.parametrize("column", ["inputs", "target", "reference"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_is_refused(tmp_path, column, value):
+    path = make_shard(tmp_path / "s.h5", n=500)
+    with h5py.File(path, "a") as f:
+        data = f[column][...]
+        data[417] = value
+        f[column][...] = data
+    info = open_dataset(path)
+    with loader.Reader(info) as reader, pytest.raises(DataError, match=f"NaN or Inf in '{column}' at event 417"):
+        loader.scan(reader, loader.split_blocks(info, 0.1, 0.1), DataConfig())
+
+
+def test_empty_split(tmp_path):
+    info = open_dataset(make_shard(tmp_path / "s.h5", n=4))
+    with pytest.raises(DataError, match="the val split is empty"):
+        loader.split_blocks(info, 0.1, 0.1)

@@ -1,0 +1,160 @@
+"""ptq/trainModel.py as a user runs it: artifacts, resume after a kill, bad input."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, make_shard
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+seed: 3
+data: {batch_size: %(batch)d, shuffle_buffer: 3000}
+model: {hidden_units: [16, 8]}
+train: {epochs: %(epochs)d, early_stopping_patience: 0, reduce_lr_patience: 1}
+"""
+
+
+def _config(tmp_path, epochs=3, batch=128):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG % {"epochs": epochs, "batch": batch})
+    return path
+
+
+@pytest.fixture
+def shards(tmp_path):
+    for k in range(2):
+        make_shard(tmp_path / f"data/shard_{k}.h5", n=3000, seed=k)
+    return str(tmp_path / "data/shard_*.h5")
+
+
+def test_pretraining_writes_every_artifact(tmp_path, shards, run_cli):
+    run_cli("ptq/trainModel.py", "--config", _config(tmp_path), "--run-dir", tmp_path / "run",
+            "--data", shards, check_ok=True)
+    stage = tmp_path / "run/baseline"
+    for name in ("model.h5", "standardization.json", "config.yaml", "history.csv", "metrics.json"):
+        assert (stage / name).is_file(), name
+    assert list((stage / "tensorboard").rglob("events.out.tfevents.*"))
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["test"]["n_events"] == metrics["events"]["test"] == 600
+    assert 0.8 < metrics["test"]["response_median"] < 1.2
+    assert metrics["test"]["resolution_q68"] > 0 and np.isfinite(metrics["val_loss"])
+    rows = list(csv.DictReader((stage / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert min(float(r["val_loss"]) for r in rows) == pytest.approx(metrics["val_loss"])
+    with h5py.File(stage / "model.h5") as f:  # a plain Keras 2 HDF5 model
+        assert "model_config" in f.attrs
+    assert not list(stage.rglob("*.tmp"))
+    # A second identical command recognises the finished stage.
+    again = run_cli("ptq/trainModel.py", "--config", _config(tmp_path), "--run-dir", tmp_path / "run",
+                    "--data", shards, check_ok=True)
+    assert "already complete" in again.stderr
+    # Progress: one line per epoch when not on a terminal (SLURM logs).
+    summary = run_cli("ptq/summarize_run.py", tmp_path / "run", check_ok=True)
+    assert "baseline" in summary.stdout and "model.h5" in summary.stdout
+
+
+def test_resume_after_kill_ends_with_the_same_result(tmp_path, shards, run_cli):
+    cfg = _config(tmp_path, epochs=5, batch=16)  # ~300 steps/epoch: a kill lands mid-run
+    run_cli("ptq/trainModel.py", "--config", cfg, "--run-dir", tmp_path / "straight", "--data", shards,
+            check_ok=True)
+
+    state = tmp_path / "killed/baseline/checkpoint/state.json"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "ptq/trainModel.py"), "--config", str(cfg),
+                             "--run-dir", str(tmp_path / "killed"), "--data", shards], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.1)  # somewhere inside the next epoch
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["epochs_done"]
+    assert 2 <= done < 5
+    assert not (tmp_path / "killed/baseline/metrics.json").exists()
+
+    resumed = run_cli("ptq/trainModel.py", "--config", cfg, "--run-dir", tmp_path / "killed", "--data",
+                      shards, check_ok=True)
+    assert f"resuming" in resumed.stderr and f"after epoch {done}" in resumed.stderr
+    a = json.loads((tmp_path / "straight/baseline/metrics.json").read_text())
+    b = json.loads((tmp_path / "killed/baseline/metrics.json").read_text())
+    for m in (a, b):
+        m.pop("train_seconds_this_process")
+    assert a == b
+    assert (tmp_path / "straight/baseline/history.csv").read_text() == \
+        (tmp_path / "killed/baseline/history.csv").read_text()
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, shards, run_cli):
+    run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir", tmp_path / "run",
+            "--data", shards, check_ok=True)
+    proc = run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir",
+                   tmp_path / "run", "--data", shards, "--set", "train.learning_rate=0.1")
+    assert_one_line_error(proc, "different config")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _nan_shard(path):
+    make_shard(path, n=1000)
+    with h5py.File(path, "a") as f:
+        t = f["target"][...]
+        t[10] = np.nan
+        f["target"][...] = t
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("missing_file", "no dataset file matches"),
+    ("not_hdf5", "not a readable HDF5 file"),
+    ("missing_dataset", "missing dataset 'reference'"),
+    ("shapes_disagree", "shards disagree"),
+    ("nan", "NaN or Inf in 'target'"),
+    ("empty_split", "split is empty"),
+    ("unknown_key", "unknown config key 'train.epoch'; valid keys in train: epochs"),
+    ("out_of_range", "data.batch_size must be >= 1"),
+    ("missing_config", "config file not found"),
+    ("cnn_without_image", "no 'image' view"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, run_cli, case, fragment):
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg, extra = _config(tmp_path, epochs=1), []
+    pattern = str(data / "*.h5")
+    if case == "missing_file":
+        pattern = str(tmp_path / "nowhere/*.h5")
+    elif case == "not_hdf5":
+        (data / "a.h5").write_bytes(b"\x00garbage")
+    elif case == "missing_dataset":
+        make_shard(data / "a.h5", n=500)
+        with h5py.File(data / "a.h5", "a") as f:
+            del f["reference"]
+    elif case == "shapes_disagree":
+        make_shard(data / "a.h5", n=500, n_features=4)
+        make_shard(data / "b.h5", n=500, n_features=6)
+    elif case == "nan":
+        _nan_shard(data / "a.h5")
+    elif case == "empty_split":
+        make_shard(data / "a.h5", n=3)
+    else:
+        make_shard(data / "a.h5", n=1000)
+        extra = {"unknown_key": ["--set", "train.epoch=2"], "out_of_range": ["--set", "data.batch_size=0"],
+                 "cnn_without_image": ["--set", "model.type=cnn"]}.get(case, [])
+        if case == "missing_config":
+            cfg = tmp_path / "nope.yaml"
+    proc = run_cli("ptq/trainModel.py", "--config", cfg, "--run-dir", tmp_path / "run", "--data", pattern,
+                   *extra)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run/baseline").exists()

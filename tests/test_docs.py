@@ -1,0 +1,22 @@
+"""The README stays true: every config key, command and set-up step it promises exists."""
+
+import re
+
+from conftest import ROOT
+from data.config import describe
+
+
+def test_readme_documents_every_config_key():
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.M))
+    keys = {key for key, _, _ in describe()}
+    assert keys <= documented, f"undocumented config keys: {sorted(keys - documented)}"
+
+
+def test_readme_commands_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    for script in set(re.findall(r"python ((?:data|ptq|prune|slurm|bench)/\w+\.py)", readme)):
+        assert (ROOT / script).is_file(), script
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)

@@ -78,7 +78,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _opt(30, "maximum number of pretraining epochs", ge=1)
     learning_rate: float = _opt(1e-3, "Adam learning rate", gt=0)
-    loss: str = _opt("huber", "loss on the transformed target", choices=("huber", "mse", "mae"))
+    loss: str = _opt("mae", "loss on the transformed target", choices=("huber", "mse", "mae"))
     huber_delta: float = _opt(0.1, "Huber loss transition point (transformed-target units)", gt=0)
     early_stopping_patience: int = _opt(8, "epochs without val_loss improvement before "
                                         "stopping; 0 disables (pretraining only)", ge=0)

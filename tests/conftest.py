@@ -15,6 +15,18 @@ from data.schema import write_shard
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _shared_data() -> Path:
+    """../shared/data beside the checkout; $HEPPRUNE_SHARED_DATA or /work/shared/data otherwise."""
+    candidates = [os.environ.get("HEPPRUNE_SHARED_DATA"), ROOT.parent / "shared/data", "/work/shared/data"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return ROOT.parent / "shared/data"
+
+
+NANOAOD_SAMPLE = _shared_data() / "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+
+
 def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides):
     """A small regression shard whose target doubles as a unique event id
     (distinct in float32 across shards of different seeds)."""

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import uproot
 
+from conftest import NANOAOD_SAMPLE
 from data.convert_nanoaod import BRANCHES, FEATURE_NAMES, convert
 from data.errors import DataError
 from data.schema import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = Path("/work/shared/data/nanoAOD_2015_CMS_Open_Data_ttbar.root")
+SAMPLE = NANOAOD_SAMPLE
 N_MATCHED = 362
 
 pytestmark = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"sample {SAMPLE} not available")

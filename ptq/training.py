@@ -179,14 +179,16 @@ def _make_callback(keras, tf):
 def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """Train (or resume, or recognise as finished) ``RUN/baseline``; return its metrics."""
     stage = Path(run_dir) / BASELINE
+    if not overwrite:
+        _check_same_config(stage, cfg)
+        if artifacts.is_complete(stage):
+            log.info("%s is already complete; nothing to do", stage)
+            return artifacts.read_json(stage / artifacts.METRICS_FILE)
+
+    # Every bad-data error happens here, before anything is written or removed.
+    prepared = prepare_data(cfg, None if overwrite else stage)
     if overwrite and stage.exists():
         shutil.rmtree(stage)
-    _check_same_config(stage, cfg)
-    if artifacts.is_complete(stage):
-        log.info("%s is already complete; nothing to do", stage)
-        return artifacts.read_json(stage / artifacts.METRICS_FILE)
-
-    prepared = prepare_data(cfg, stage)  # all bad-data errors happen before anything is written
     stage.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
     artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())

@@ -105,6 +105,17 @@ def test_resume_with_a_different_config_is_refused(tmp_path, shards, run_cli):
     assert_one_line_error(proc, "different config")
 
 
+def test_overwrite_with_bad_data_keeps_the_existing_baseline(tmp_path, shards, run_cli):
+    run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir", tmp_path / "run",
+            "--data", shards, check_ok=True)
+    _nan_shard(tmp_path / "bad.h5")
+    proc = run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir",
+                   tmp_path / "run", "--data", tmp_path / "bad.h5", "--overwrite")
+    assert_one_line_error(proc, "NaN or Inf")
+    assert (tmp_path / "run/baseline/metrics.json").is_file()
+    assert (tmp_path / "run/baseline/model.h5").is_file()
+
+
 # ------------------------------------------------------------------ bad input
 
 

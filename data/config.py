@@ -89,11 +89,56 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    targets: list = _opt(None, "final sparsities of the sweep, each in (0, 1); --targets overrides",
+                         factory=lambda: [0.3, 0.5, 0.75])
+    epochs: int = _opt(10, "total epochs per target: warm-up + pruning ramp + fine-tuning", ge=1)
+    warmup_epochs: int = _opt(3, "epochs with the pruning wrappers in place but nothing removed", ge=0)
+    pruning_epochs: int = _opt(4, "epochs over which sparsity ramps to the target (the rest fine-tunes)", ge=1)
+    schedule: str = _opt("polynomial", "polynomial: PolynomialDecay from initial_sparsity to the target; "
+                         "constant: the target from the first pruning step", choices=("polynomial", "constant"))
+    initial_sparsity: float = _opt(0.0, "sparsity at the start of the ramp (polynomial)", ge=0, lt=1)
+    power: float = _opt(3.0, "exponent of the PolynomialDecay ramp", gt=0)
+    frequency: int = _opt(0, "steps between mask updates; 0 chooses it so the ramp gets "
+                          "min_mask_updates updates", ge=0)
+    min_mask_updates: int = _opt(10, "fewest mask updates a ramp may have; fewer is refused", ge=1)
+    granularity: str = _opt("unstructured", "unstructured (magnitude), block (block_size) or neuron "
+                            "(whole output units by L2 norm)", choices=("unstructured", "block", "neuron"))
+    block_size: list = _opt(None, "tfmot block_size [rows, cols] for granularity=block",
+                            factory=lambda: [1, 4])
+    include: list = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv2D "
+                         "except the output layer", factory=list)
+    exclude: list = _opt(None, "layer names or patterns never to prune", factory=list)
+    learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
+    batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)
+    tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer", gt=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ConfigError("prune.targets must list at least one sparsity")
+        for t in self.targets:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+                raise ConfigError(f"prune.targets: every target must be a number in (0, 1), got {t!r}")
+            if self.schedule == "polynomial" and t <= self.initial_sparsity:
+                raise ConfigError(f"prune.targets: target {t:g} is not above prune.initial_sparsity "
+                                  f"{self.initial_sparsity:g}")
+        if self.warmup_epochs + self.pruning_epochs > self.epochs:
+            raise ConfigError(f"prune.warmup_epochs + prune.pruning_epochs = "
+                              f"{self.warmup_epochs + self.pruning_epochs} exceeds prune.epochs = {self.epochs}")
+        if len(self.block_size) != 2 or not all(isinstance(b, int) and b >= 1 for b in self.block_size):
+            raise ConfigError(f"prune.block_size must be two positive integers, got {self.block_size!r}")
+        for key in ("include", "exclude"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise ConfigError(f"prune.{key} must be a list of layer names or patterns")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0)
     data: DataConfig = _opt(None, "dataset and input pipeline", factory=DataConfig)
     model: ModelConfig = _opt(None, "network architecture", factory=ModelConfig)
     train: TrainConfig = _opt(None, "pretraining (ptq/trainModel.py)", factory=TrainConfig)
+    prune: PruneConfig = _opt(None, "pruning sweep (prune/train_model_prune.py)", factory=PruneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -124,6 +124,25 @@ def _check_same_config(stage_dir: Path, cfg: Config) -> None:
                        "rerun with the same settings to resume, or use another --run-dir or --overwrite")
 
 
+@dataclass(frozen=True)
+class EpochPolicy:
+    """What happens at the end of each epoch besides the checkpoint.
+
+    Pretraining keeps the best-validation weights and may stop early; the
+    pruning stage keeps the last weights (the pruned ones) and never stops.
+    """
+
+    early_stopping_patience: int = 0
+    reduce_lr_patience: int = 0
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    keep_best: bool = True
+
+    @classmethod
+    def from_train(cls, t) -> "EpochPolicy":
+        return cls(t.early_stopping_patience, t.reduce_lr_patience, t.reduce_lr_factor, t.min_learning_rate)
+
+
 def _make_callback(keras, tf):
     """The checkpoint/plateau callback, built lazily so tf is imported only here."""
 
@@ -131,13 +150,13 @@ def _make_callback(keras, tf):
         """Commits a resumable checkpoint every epoch and owns early stopping and
         learning-rate reduction, so their counters survive a kill too."""
 
-        def __init__(self, ckpt_dir: Path, train_cfg, state: dict, history_path: Path):
+        def __init__(self, ckpt_dir: Path, policy: EpochPolicy, state: dict, history_path: Path):
             super().__init__()
-            self.dir, self.cfg, self.state, self.history_path = ckpt_dir, train_cfg, state, history_path
+            self.dir, self.policy, self.state, self.history_path = ckpt_dir, policy, state, history_path
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            s, c = self.state, self.cfg
+            s, c = self.state, self.policy
             opt = self.model.optimizer
             lr = float(keras.backend.get_value(opt.learning_rate))
             val = float(logs["val_loss"])
@@ -145,8 +164,9 @@ def _make_callback(keras, tf):
                                  "learning_rate": lr})
             if val < s["best_val_loss"]:
                 s.update(best_val_loss=val, best_epoch=epoch + 1, wait_stop=0, wait_lr=0)
-                with artifacts.atomic_path(self.dir / BEST_WEIGHTS) as tmp:
-                    self.model.save_weights(str(tmp), save_format="h5")
+                if c.keep_best:
+                    with artifacts.atomic_path(self.dir / BEST_WEIGHTS) as tmp:
+                        self.model.save_weights(str(tmp), save_format="h5")
             else:
                 s["wait_stop"] += 1
                 s["wait_lr"] += 1
@@ -162,6 +182,7 @@ def _make_callback(keras, tf):
                 log.info("epoch %d: early stopping, best val_loss %.5g at epoch %d",
                          epoch + 1, s["best_val_loss"], s["best_epoch"])
             s["epochs_done"] = epoch + 1
+            s["last_val_loss"] = val
             # Commit order matters: TF checkpoint files first, then the state
             # that names them, then drop older checkpoints.
             name = f"epoch_{epoch + 1:04d}"
@@ -174,6 +195,55 @@ def _make_callback(keras, tf):
             write_history(self.history_path, s["history"])
 
     return ResumableTraining
+
+
+def fit_resumable(model, prepared: Prepared, cfg: Config, stage: Path, *, epochs: int, policy: EpochPolicy,
+                  callbacks: list, verbose: int | None = None) -> dict:
+    """Fit ``model`` (compiled) for ``epochs``, resuming from ``stage/checkpoint``
+    if a previous process committed one; return the training state.
+
+    ``callbacks`` run before the checkpoint callback, so a kill between an
+    epoch's logging and its commit repeats that epoch rather than losing it.
+    """
+    from data.backend import keras, tf
+
+    ckpt_dir = stage / CKPT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait_stop": 0,
+             "wait_lr": 0, "stopped_early": False, "history": [], "checkpoint": None}
+    optimizer = model.optimizer
+    if (ckpt_dir / STATE_FILE).is_file():
+        state = artifacts.read_json(ckpt_dir / STATE_FILE)
+        optimizer.build(model.trainable_variables)
+        tf.train.Checkpoint(model=model, optimizer=optimizer).read(
+            str(ckpt_dir / state["checkpoint"])).assert_existing_objects_matched()
+        log.info("resuming %s after epoch %d", stage, state["epochs_done"])
+    start = state["epochs_done"]
+    if start < epochs and not state["stopped_early"]:
+        train_blocks = prepared.splits["train"]
+        train_ds = loader.as_tf_dataset(prepared.reader, train_blocks, cfg.data, prepared.standardization,
+                                        seed=cfg.seed, epochs=range(start, epochs))
+        val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data,
+                                      prepared.standardization)
+        checkpoint = _make_callback(keras, tf)(ckpt_dir, policy, state, stage / HISTORY_FILE)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                  steps_per_epoch=steps_per_epoch(prepared, cfg), callbacks=[*callbacks, checkpoint],
+                  verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    if policy.keep_best:
+        model.load_weights(str(ckpt_dir / BEST_WEIGHTS))
+    return state
+
+
+def steps_per_epoch(prepared: Prepared, cfg: Config) -> int:
+    return loader.steps(loader.n_events(prepared.splits["train"]), cfg.data.batch_size)
+
+
+def save_model_h5(model, path: Path) -> None:
+    """Atomic tf_keras HDF5 save, without optimizer state."""
+    with artifacts.atomic_path(path) as tmp, warnings.catch_warnings():
+        # HDF5 is "legacy" to Keras but it is what hls4ml and the design card expect.
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(str(tmp), save_format="h5", include_optimizer=False)
 
 
 def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
@@ -202,40 +272,13 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
     model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
 
-    ckpt_dir = stage / CKPT_DIR
-    ckpt_dir.mkdir(exist_ok=True)
-    state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait_stop": 0,
-             "wait_lr": 0, "stopped_early": False, "history": [], "checkpoint": None}
-    if (ckpt_dir / STATE_FILE).is_file():
-        state = artifacts.read_json(ckpt_dir / STATE_FILE)
-        optimizer.build(model.trainable_variables)
-        tf.train.Checkpoint(model=model, optimizer=optimizer).read(
-            str(ckpt_dir / state["checkpoint"])).assert_existing_objects_matched()
-        log.info("resuming %s after epoch %d", stage, state["epochs_done"])
-
-    start, total = state["epochs_done"], cfg.train.epochs
     t0 = time.time()
-    if start < total and not state["stopped_early"]:
-        train_blocks = prepared.splits["train"]
-        n_train = loader.n_events(train_blocks)
-        train_ds = loader.as_tf_dataset(prepared.reader, train_blocks, cfg.data, prepared.standardization,
-                                        seed=cfg.seed, epochs=range(start, total))
-        val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data,
-                                      prepared.standardization)
-        callbacks = [
-            keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False, profile_batch=0),
-            _make_callback(keras, tf)(ckpt_dir, cfg.train, state, stage / HISTORY_FILE),
-        ]
-        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=start,
-                  steps_per_epoch=loader.steps(n_train, cfg.data.batch_size), callbacks=callbacks,
-                  verbose=1 if sys.stdout.isatty() else 2)
-
-    model.load_weights(str(ckpt_dir / BEST_WEIGHTS))
+    state = fit_resumable(model, prepared, cfg, stage, epochs=cfg.train.epochs,
+                          policy=EpochPolicy.from_train(cfg.train),
+                          callbacks=[keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False,
+                                                                 profile_batch=0)])
     test, reference = evaluate_test(model, prepared, cfg)
-    with artifacts.atomic_path(stage / MODEL_FILE) as tmp, warnings.catch_warnings():
-        # HDF5 is "legacy" to Keras but it is what hls4ml and the design card expect.
-        warnings.simplefilter("ignore", UserWarning)
-        model.save(str(tmp), save_format="h5", include_optimizer=False)
+    save_model_h5(model, stage / MODEL_FILE)
     write_history(stage / HISTORY_FILE, state["history"])
     metrics = {
         "stage": BASELINE,

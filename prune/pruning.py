@@ -1,0 +1,251 @@
+"""The pruning sweep: from ``RUN/baseline`` to one ``RUN/prune_<target>`` per target.
+
+Each target is independent (its own directory, seed and checkpoint), so a
+SLURM array task can run one target alone and get the same result as the
+sweep. Training never stops early here: a study this project descends from
+lost its 0.5 target to early stopping firing before the schedule finished.
+After training, every pruned layer's fraction of zero weights is measured
+and the run fails if any layer misses its target by more than
+``prune.tolerance``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data import artifacts, config as config_mod
+from data.config import Config
+from data.errors import ConfigError, RunError
+from ptq import training
+from ptq.models import OUTPUT_LAYER, make_loss
+from prune.schedule import Schedule, derive_schedule
+
+log = logging.getLogger(__name__)
+
+PRUNABLE_TYPES = ("Dense", "Conv2D")
+WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
+
+
+def stage_name(target: float) -> str:
+    return f"prune_{target:.2f}"
+
+
+def parse_targets(text: str) -> list[float]:
+    try:
+        targets = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets expects comma-separated numbers like 0.3,0.5,0.75, got '{text}'") from None
+    bad = [t for t in targets if not 0 < t < 1]
+    if not targets or bad:
+        raise ConfigError(f"--targets: every target sparsity must be in (0, 1), got '{text}'")
+    return targets
+
+
+def load_baseline_config(run_dir: Path) -> Config:
+    stage = run_dir / training.BASELINE
+    model = stage / training.MODEL_FILE
+    if not artifacts.is_complete(stage) or not model.is_file():
+        raise RunError(f"missing baseline: {model} not found or unfinished; run ptq/trainModel.py "
+                       f"--run-dir {run_dir} first")
+    return config_mod.from_dict(yaml.safe_load((stage / training.CONFIG_FILE).read_text()))
+
+
+def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
+    """Data, model and loss come from the baseline, so pruning sees the same
+    split, standardisation and target transform; the prune section and seed
+    come from ``cfg``. ``--data`` may point at the same dataset elsewhere."""
+    base = load_baseline_config(run_dir)
+    if (replace(cfg.data, path="") != replace(base.data, path="")) and cfg.data != config_mod.DataConfig():
+        log.warning("the config's data section differs from the baseline's; pruning uses the baseline's "
+                    "(same split, standardisation and target transform)")
+    path = data if data is not None else base.data.path
+    batch_size = cfg.prune.batch_size or base.data.batch_size
+    return replace(base, seed=cfg.seed, prune=cfg.prune,
+                   data=replace(base.data, path=str(Path(path).expanduser().absolute()), batch_size=batch_size))
+
+
+def prunable_layers(model) -> list[str]:
+    return [layer.name for layer in model.layers
+            if type(layer).__name__ in PRUNABLE_TYPES and layer.name != OUTPUT_LAYER]
+
+
+def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
+    """Layer names to prune; unknown names or patterns are an error."""
+    names = [layer.name for layer in model.layers]
+    candidates = [layer.name for layer in model.layers if type(layer).__name__ in PRUNABLE_TYPES]
+    for key, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not fnmatch.filter(names, pattern):
+                raise ConfigError(f"prune.{key}: no layer matches '{pattern}'; layers: {', '.join(names)}")
+    if include:
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in include)]
+        not_prunable = [n for n in chosen if n not in candidates]
+        if not_prunable:
+            raise ConfigError(f"prune.include: {', '.join(not_prunable)} cannot be pruned (only "
+                              f"{' and '.join(PRUNABLE_TYPES)} kernels are); prunable: {', '.join(candidates)}")
+    else:
+        chosen = prunable_layers(model)
+    chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    if not chosen:
+        raise ConfigError(f"the model has no layer to prune (prunable: {', '.join(candidates) or 'none'}, "
+                          f"include={include}, exclude={exclude})")
+    return chosen
+
+
+def _block_size(layer, cfg) -> tuple[int, int]:
+    """tfmot's block pruning needs a 2-D kernel at least one block wide; a
+    layer that cannot take the block (e.g. Dense(1)) is pruned unstructured."""
+    if cfg.granularity != "block":
+        return (1, 1)
+    block = tuple(cfg.block_size)
+    shape = tuple(layer.kernel.shape)
+    if len(shape) != 2 or shape[0] < block[0] or shape[1] < block[1]:
+        log.warning("layer %s (kernel %s) cannot take block_size %s; pruning it unstructured",
+                    layer.name, shape, list(block))
+        return (1, 1)
+    return block
+
+
+def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg):
+    from data.backend import keras, tfmot
+
+    def wrap(layer):
+        if layer.name in layers:
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=schedule.tfmot(), block_size=_block_size(layer, cfg))
+        return layer
+
+    # clone_model hands the original layer objects to `wrap`, so the wrapped
+    # model shares (starts from) the baseline's trained weights.
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
+    """(zeros, size) of each named layer's kernel in a stripped model."""
+    out = {}
+    for name in layers:
+        kernel = model.get_layer(name).get_weights()[0]
+        out[name] = (int(np.count_nonzero(kernel == 0)), int(kernel.size))
+    return out
+
+
+def _sparsity_logger(keras, tf, logdir: Path, layers: list[str]):
+    class SparsityLogger(keras.callbacks.Callback):
+        """Per-layer and model sparsity and the learning rate at the *end* of
+        each epoch: tfmot's PruningSummaries logs at epoch start, so it never
+        shows the final state."""
+
+        def __init__(self):
+            super().__init__()
+            self.writer = tf.summary.create_file_writer(str(logdir))
+
+        def on_epoch_end(self, epoch, logs=None):
+            step = int(keras.backend.get_value(self.model.optimizer.iterations))
+            zeros = total = 0
+            with self.writer.as_default():
+                for layer in self.model.layers:
+                    if getattr(layer, "layer", None) is None or layer.layer.name not in layers:
+                        continue
+                    for weight, mask, threshold in layer.pruning_vars:
+                        m = keras.backend.get_value(mask)
+                        zeros += int(m.size - m.sum())
+                        total += int(m.size)
+                        tf.summary.scalar(f"sparsity/{layer.layer.name}", 1 - float(m.mean()), step=step)
+                        tf.summary.scalar(f"threshold/{layer.layer.name}",
+                                          float(keras.backend.get_value(threshold)), step=step)
+                tf.summary.scalar("sparsity/model", zeros / max(1, total), step=step)
+                tf.summary.scalar("learning_rate", float(keras.backend.get_value(
+                    self.model.optimizer.learning_rate)), step=step)
+            self.writer.flush()
+
+    return SparsityLogger()
+
+
+def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict:
+    """Prune the baseline to one target sparsity in ``RUN/prune_<target>``."""
+    from data.backend import keras, tf, tfmot
+
+    stage = run_dir / stage_name(target)
+    stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target]))
+    if not overwrite:
+        training._check_same_config(stage, stage_cfg)
+        if artifacts.is_complete(stage):
+            log.info("%s is already complete; nothing to do", stage)
+            return artifacts.read_json(stage / artifacts.METRICS_FILE)
+
+    baseline = run_dir / training.BASELINE
+    prepared = training.prepare_data(cfg, baseline)  # the baseline's standardisation
+    schedule = derive_schedule(cfg.prune, target, training.steps_per_epoch(prepared, cfg))
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    base_model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+    layers = select_layers(base_model, cfg.prune.include, cfg.prune.exclude)
+    # Everything above can refuse; only now is anything written.
+    if overwrite and stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(stage / training.CONFIG_FILE, training.config_text(stage_cfg))
+    artifacts.write_json(stage / "schedule.json", {"layers": layers, **schedule.to_dict()})
+    log.info("%s: pruning %s to %.2f, %s schedule, mask updates at steps %d..%d every %d "
+             "(%d updates, %d steps per epoch)", stage.name, ", ".join(layers), target, schedule.kind,
+             schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
+             schedule.steps_per_epoch)
+
+    model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate),
+                  loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+    t0 = time.time()
+    tb = stage / "tensorboard"
+    state = training.fit_resumable(
+        model, prepared, cfg, stage, epochs=cfg.prune.epochs,
+        policy=training.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep(),
+                   tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
+                   _sparsity_logger(keras, tf, tb / "sparsity", layers)])
+
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    counts = kernel_sparsity(stripped, layers)
+    per_layer = {n: {"target": target, "achieved": z / s, "weights": s} for n, (z, s) in counts.items()}
+    achieved = sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values())
+    missed = {n: v["achieved"] for n, v in per_layer.items() if abs(v["achieved"] - target) > cfg.prune.tolerance}
+    if missed:
+        raise RunError(f"{stage.name}: sparsity target {target:.2f} missed by more than {cfg.prune.tolerance:g} "
+                       f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage}/schedule.json")
+
+    with tfmot.sparsity.keras.prune_scope():
+        training.save_model_h5(model, stage / WRAPPED_MODEL_FILE)
+    training.save_model_h5(stripped, stage / training.MODEL_FILE)
+    h5 = (stage / training.MODEL_FILE).read_bytes()
+    test, reference = training.evaluate_test(stripped, prepared, cfg)
+    metrics = {
+        "stage": stage.name,
+        "target_sparsity": target,
+        "achieved_sparsity": achieved,
+        "layers": per_layer,
+        "granularity": cfg.prune.granularity,
+        "schedule": schedule.to_dict(),
+        "val_loss": state["last_val_loss"],
+        "epochs_run": state["epochs_done"],
+        "test": test,
+        "reference": reference,
+        "params": int(stripped.count_params()),
+        "nonzero_params": int(sum(np.count_nonzero(w) for w in stripped.get_weights())),
+        "h5_bytes": len(h5),
+        "gzip_bytes": len(gzip.compress(h5, compresslevel=9, mtime=0)),
+        "train_seconds_this_process": round(time.time() - t0, 2),
+    }
+    artifacts.write_metrics(stage, metrics)
+    prepared.reader.close()
+    log.info("%s done: sparsity %.4f (target %.2f), test response %.4f, resolution %.4f", stage.name,
+             achieved, target, test["response_median"], test["resolution_q68"])
+    return metrics

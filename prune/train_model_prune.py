@@ -1,0 +1,59 @@
+"""Prune the baseline to each target sparsity: ``python prune/train_model_prune.py --config FILE --run-dir RUN``.
+
+For each target writes ``RUN/prune_<target>/`` (model.h5 stripped, the
+checkpoint and model with pruning wrappers, history.csv, tensorboard/,
+schedule.json, metrics.json). One target can run alone (``--targets 0.5``),
+e.g. as one SLURM array task. Rerunning after a kill resumes.
+"""
+
+if __package__ in (None, ""):  # run as `python prune/train_model_prune.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from data import config as config_mod
+from data.cli import ArgumentParser, run
+
+log = logging.getLogger("hepprune.prune")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="train_model_prune.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="experiment YAML; its prune section drives the sweep")
+    p.add_argument("--run-dir", required=True, help="run directory holding baseline/ from ptq/trainModel.py")
+    p.add_argument("--targets", help="comma-separated target sparsities, overriding prune.targets")
+    p.add_argument("--data", help="HDF5 file or glob; default: the baseline's dataset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set prune.epochs=12 (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="discard existing prune_<target> directories first")
+    args = p.parse_args(argv)
+    cfg = config_mod.load(args.config, args.overrides)
+
+    from prune import pruning
+
+    if args.targets:
+        targets = pruning.parse_targets(args.targets)
+        cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
+    run_dir = Path(args.run_dir)
+    cfg = pruning.resolve_config(cfg, run_dir, args.data)
+    rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
+    for m in rows:
+        log.info("%s: target %.2f achieved %.4f, test response %.4f, resolution %.4f, gzip %d bytes",
+                 m["stage"], m["target_sparsity"], m["achieved_sparsity"], m["test"]["response_median"],
+                 m["test"]["resolution_q68"], m["gzip_bytes"])
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

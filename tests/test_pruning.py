@@ -1,0 +1,197 @@
+"""prune/train_model_prune.py as a user runs it, on a tiny real baseline."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, make_shard
+
+pytestmark = pytest.mark.slow
+
+CONFIG = textwrap.dedent("""
+    seed: 11
+    data: {batch_size: 64, shuffle_buffer: 2000}
+    model: {hidden_units: [32, 16]}
+    train: {epochs: 2, early_stopping_patience: 0}
+    prune:
+      targets: [0.3, 0.5, 0.75]
+      epochs: 6
+      warmup_epochs: 1
+      pruning_epochs: 3
+""")
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    """A finished tiny baseline (4 inputs -> 32 -> 16 -> 1); tests copy it."""
+    root = tmp_path_factory.mktemp("prune")
+    (root / "config.yaml").write_text(CONFIG)
+    make_shard(root / "data.h5", n=3000, seed=4)
+    proc = subprocess.run([sys.executable, str(ROOT / "ptq/trainModel.py"), "--config", str(root / "config.yaml"),
+                           "--run-dir", str(root / "run"), "--data", str(root / "data.h5")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def run(baseline_run, tmp_path):
+    shutil.copytree(baseline_run / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _prune(run_cli, run, *args, check_ok=True):
+    return run_cli("prune/train_model_prune.py", "--config", _config_path(run), "--run-dir", run, *args,
+                   check_ok=check_ok)
+
+
+def _config_path(run):
+    path = run.parent / "config.yaml"
+    if not path.exists():
+        path.write_text(CONFIG)
+    return path
+
+
+def _metrics(run, target):
+    return json.loads((run / f"prune_{target:.2f}/metrics.json").read_text())
+
+
+def test_sweep_reaches_every_target_and_writes_every_artifact(run, run_cli):
+    _prune(run_cli, run)
+    for target in (0.3, 0.5, 0.75):
+        stage = run / f"prune_{target:.2f}"
+        m = _metrics(run, target)
+        assert m["target_sparsity"] == target
+        assert set(m["layers"]) == {"fc1", "fc2"}  # the output layer is never pruned by default
+        for layer in m["layers"].values():
+            assert abs(layer["achieved"] - target) <= 0.01
+        assert abs(m["achieved_sparsity"] - target) <= 0.01
+        assert m["epochs_run"] == 6  # no early stopping, ever
+        assert m["gzip_bytes"] < m["h5_bytes"] and np.isfinite(m["val_loss"])
+        assert {"response_median", "resolution_q68"} <= set(m["test"])
+        for name in ("model.h5", "model_pruning_wrappers.h5", "history.csv", "schedule.json", "config.yaml"):
+            assert (stage / name).is_file(), name
+        assert (stage / "checkpoint/state.json").is_file()
+    sizes = [_metrics(run, t)["nonzero_params"] for t in (0.3, 0.5, 0.75)]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_stripped_model_loads_without_tfmot_and_is_sparse(run, run_cli):
+    _prune(run_cli, run, "--targets", "0.75")
+    probe = textwrap.dedent(f"""
+        import os, sys
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import numpy as np, tf_keras as keras
+        m = keras.models.load_model({str(run / 'prune_0.75/model.h5')!r}, compile=False)
+        assert "tensorflow_model_optimization" not in sys.modules
+        k = m.get_layer("fc1").get_weights()[0]
+        print(float((k == 0).mean()), m.predict(np.zeros((2, 4), np.float32), verbose=0).shape)
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    zeros, shape = proc.stdout.strip().split(" ", 1)
+    assert abs(float(zeros) - 0.75) <= 0.01 and shape == "(2, 1)"
+
+
+def test_one_target_alone_equals_the_same_target_in_the_sweep(run, run_cli, tmp_path):
+    _prune(run_cli, run, "--targets", "0.3,0.5")
+    alone = tmp_path / "alone"
+    shutil.copytree(run, alone, ignore=shutil.ignore_patterns("prune_*"))
+    _prune(run_cli, alone, "--targets", "0.5")
+    assert not (alone / "prune_0.30").exists()
+    a, b = _metrics(run, 0.5), _metrics(alone, 0.5)
+    for m in (a, b):
+        m.pop("train_seconds_this_process")
+    assert a == b
+
+
+def test_tensorboard_has_per_layer_sparsity_including_the_final_epoch(run, run_cli):
+    _prune(run_cli, run, "--targets", "0.5")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    schedule = json.loads((run / "prune_0.50/schedule.json").read_text())
+    final_step = schedule["total_steps"]
+    acc = EventAccumulator(str(run / "prune_0.50/tensorboard/sparsity"))
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"sparsity/fc1", "sparsity/fc2", "sparsity/model", "learning_rate"} <= tags
+    from data.backend import tf
+
+    events = acc.Tensors("sparsity/fc1")
+    assert events[-1].step == final_step
+    assert float(tf.make_ndarray(events[-1].tensor_proto)) == pytest.approx(0.5, abs=0.01)
+    assert float(tf.make_ndarray(events[0].tensor_proto)) == 0.0  # after warm-up: nothing removed yet
+    tfmot_acc = EventAccumulator(str(run / "prune_0.50/tensorboard/metrics"))
+    tfmot_acc.Reload()
+    assert any(t.endswith("/sparsity") and "fc1" in t for t in tfmot_acc.Tags()["tensors"])
+
+
+def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
+    slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp
+    slow.write_text(CONFIG + "  batch_size: 8\n")
+    state = run / "prune_0.50/checkpoint/state.json"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "prune/train_model_prune.py"), "--config", str(slow),
+                             "--run-dir", str(run), "--targets", "0.5"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert proc.poll() is None, "pruning finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["epochs_done"]
+    assert 2 <= done < 4  # killed inside the ramp (epochs 2-4)
+    resumed = run_cli("prune/train_model_prune.py", "--config", slow, "--run-dir", run, "--targets", "0.5",
+                      check_ok=True)
+    assert f"after epoch {done}" in resumed.stderr
+    m = _metrics(run, 0.5)
+    assert m["epochs_run"] == 6
+    for layer in m["layers"].values():
+        assert abs(layer["achieved"] - 0.5) <= 0.01
+
+
+def test_block_granularity_handles_layers_that_cannot_take_the_block(run, run_cli):
+    proc = _prune(run_cli, run, "--targets", "0.5", "--set", "prune.granularity=block",
+                  "--set", "prune.block_size=[1,4]", "--set", "prune.include=[fc1,fc2,output]")
+    assert "layer output" in proc.stderr and "unstructured" in proc.stderr  # Dense(1) cannot take (1, 4)
+    m = _metrics(run, 0.5)
+    assert set(m["layers"]) == {"fc1", "fc2", "output"}
+    for layer in m["layers"].values():
+        assert abs(layer["achieved"] - 0.5) <= 0.01
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--targets", "0.5,1.2"], "in (0, 1)"),
+    (["--targets", "abc"], "comma-separated numbers"),
+    (["--set", "prune.warmup_epochs=5"], "exceeds prune.epochs"),
+    (["--set", "prune.include=[fc9]"], "prune.include: no layer matches 'fc9'; layers: "),
+    (["--set", "prune.exclude=[dense_*]"], "prune.exclude: no layer matches 'dense_*'"),
+    (["--set", "prune.exclude=[fc*]"], "no layer to prune"),
+    (["--set", "prune.frequency=200"], "cannot reach target"),
+    (["--set", "prune.tragets=[0.5]"], "unknown config key 'prune.tragets'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(run, run_cli, args, fragment):
+    proc = _prune(run_cli, run, *args, check_ok=False)
+    assert_one_line_error(proc, fragment)
+    assert not list(run.glob("prune_*"))
+
+
+def test_missing_baseline(tmp_path, run_cli):
+    proc = run_cli("prune/train_model_prune.py", "--config", _config_path(tmp_path / "run"), "--run-dir",
+                   tmp_path / "run")
+    assert_one_line_error(proc, "missing baseline")
+    assert not (tmp_path / "run").exists()

@@ -12,7 +12,6 @@ and the run fails if any layer misses its target by more than
 from __future__ import annotations
 
 import fnmatch
-import gzip
 import logging
 import shutil
 import time
@@ -116,17 +115,82 @@ def _block_size(layer, cfg) -> tuple[int, int]:
 
 
 def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg):
+    """The model with each chosen layer wrapped: tfmot's magnitude wrapper, or
+    :class:`prune.neuron.NeuronPruned` for neuron granularity."""
     from data.backend import keras, tfmot
 
+    if cfg.granularity == "neuron":
+        from prune.neuron import NeuronPruned, check_supported
+
+        check_supported(model, layers)
+
     def wrap(layer):
-        if layer.name in layers:
-            return tfmot.sparsity.keras.prune_low_magnitude(
-                layer, pruning_schedule=schedule.tfmot(), block_size=_block_size(layer, cfg))
-        return layer
+        if layer.name not in layers:
+            return layer
+        if cfg.granularity == "neuron":
+            return NeuronPruned(layer, schedule.tfmot(), name=f"neuron_pruned_{layer.name}")
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=schedule.tfmot(), block_size=_block_size(layer, cfg))
 
     # clone_model hands the original layer objects to `wrap`, so the wrapped
-    # model shares (starts from) the baseline's trained weights.
+    # model shares (starts from, and trains) the baseline model's layers.
     return keras.models.clone_model(model, clone_function=wrap)
+
+
+def mask_sparsity(model) -> dict[str, tuple[int, int]]:
+    """(masked, total) weights per wrapped layer, from the live masks."""
+    out = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None:
+            continue
+        if hasattr(layer, "pruning_vars"):  # tfmot
+            masks = [np.asarray(m.numpy()) for _, m, _ in layer.pruning_vars]
+            out[inner.name] = (int(sum(m.size - m.sum() for m in masks)), int(sum(m.size for m in masks)))
+        elif hasattr(layer, "mask"):  # neuron: a unit mask stands for its kernel column
+            m = layer.mask.numpy()
+            rows = int(np.prod(inner.kernel.shape[:-1]))
+            out[inner.name] = (int((m.size - m.sum()) * rows), int(m.size * rows))
+    return out
+
+
+def strip(model, base_model, layers: list[str], granularity: str):
+    """(plain model with the masks applied, model to export): the same model
+    for weight pruning; for neuron pruning the export is physically smaller."""
+    from data.backend import tfmot
+
+    if granularity != "neuron":
+        stripped = tfmot.sparsity.keras.strip_pruning(model)
+        return stripped, stripped
+    from prune.neuron import apply_masks, shrink_model
+
+    masks = {layer.layer.name: layer.mask.numpy() > 0.5 for layer in model.layers
+             if getattr(layer, "layer", None) is not None and layer.layer.name in layers}
+    apply_masks(base_model, masks)  # base_model's layers are the trained ones
+    return base_model, shrink_model(base_model, masks)
+
+
+def pruning_units(layer, cfg) -> tuple[int, str]:
+    """How many independent pieces the pruner removes from this layer's kernel."""
+    shape = tuple(int(d) for d in layer.kernel.shape)
+    if cfg.granularity == "neuron":
+        return shape[-1], "units"
+    block = _block_size(layer, cfg) if cfg.granularity == "block" else (1, 1)
+    if block != (1, 1):
+        return (shape[0] // block[0]) * (shape[1] // block[1]), f"{block[0]}x{block[1]} blocks"
+    return int(np.prod(shape)), "weights"
+
+
+def check_reachable(model, layers: list[str], target: float, cfg) -> None:
+    """Refuse, before training, a target a layer cannot meet within the
+    tolerance: a layer of n pieces can only be pruned in steps of 1/n."""
+    for name in layers:
+        n, what = pruning_units(model.get_layer(name), cfg)
+        reachable = 1 - round(n * (1 - target)) / n
+        if abs(reachable - target) > cfg.tolerance:
+            raise ConfigError(f"target {target:g} is unreachable for layer {name}: it has {n} {what}, so the "
+                              f"nearest sparsity is {reachable:.4f}, off by more than prune.tolerance="
+                              f"{cfg.tolerance:g}; pick a target near a multiple of 1/{n} or exclude the layer")
 
 
 def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
@@ -138,7 +202,7 @@ def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _sparsity_logger(keras, tf, logdir: Path, layers: list[str]):
+def _sparsity_logger(keras, tf, logdir: Path):
     class SparsityLogger(keras.callbacks.Callback):
         """Per-layer and model sparsity and the learning rate at the *end* of
         each epoch: tfmot's PruningSummaries logs at epoch start, so it never
@@ -150,18 +214,16 @@ def _sparsity_logger(keras, tf, logdir: Path, layers: list[str]):
 
         def on_epoch_end(self, epoch, logs=None):
             step = int(keras.backend.get_value(self.model.optimizer.iterations))
-            zeros = total = 0
+            counts = mask_sparsity(self.model)
             with self.writer.as_default():
+                for name, (zeros, total) in counts.items():
+                    tf.summary.scalar(f"sparsity/{name}", zeros / total, step=step)
                 for layer in self.model.layers:
-                    if getattr(layer, "layer", None) is None or layer.layer.name not in layers:
-                        continue
-                    for weight, mask, threshold in layer.pruning_vars:
-                        m = keras.backend.get_value(mask)
-                        zeros += int(m.size - m.sum())
-                        total += int(m.size)
-                        tf.summary.scalar(f"sparsity/{layer.layer.name}", 1 - float(m.mean()), step=step)
+                    for _, _, threshold in getattr(layer, "pruning_vars", []):
                         tf.summary.scalar(f"threshold/{layer.layer.name}",
                                           float(keras.backend.get_value(threshold)), step=step)
+                zeros = sum(z for z, _ in counts.values())
+                total = sum(t for _, t in counts.values())
                 tf.summary.scalar("sparsity/model", zeros / max(1, total), step=step)
                 tf.summary.scalar("learning_rate", float(keras.backend.get_value(
                     self.model.optimizer.learning_rate)), step=step)
@@ -190,6 +252,11 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     tf.config.experimental.enable_op_determinism()
     base_model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
     layers = select_layers(base_model, cfg.prune.include, cfg.prune.exclude)
+    if cfg.prune.granularity == "neuron":
+        from prune.neuron import check_supported
+
+        check_supported(base_model, layers)
+    check_reachable(base_model, layers, target, cfg.prune)
     # Everything above can refuse; only now is anything written.
     if overwrite and stage.exists():
         shutil.rmtree(stage)
@@ -211,10 +278,10 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
         policy=training.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep(),
                    tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
-                   _sparsity_logger(keras, tf, tb / "sparsity", layers)])
+                   _sparsity_logger(keras, tf, tb / "sparsity")])
 
-    stripped = tfmot.sparsity.keras.strip_pruning(model)
-    counts = kernel_sparsity(stripped, layers)
+    masked, export = strip(model, base_model, layers, cfg.prune.granularity)
+    counts = kernel_sparsity(masked, layers)
     per_layer = {n: {"target": target, "achieved": z / s, "weights": s} for n, (z, s) in counts.items()}
     achieved = sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values())
     missed = {n: v["achieved"] for n, v in per_layer.items() if abs(v["achieved"] - target) > cfg.prune.tolerance}
@@ -222,11 +289,11 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
         raise RunError(f"{stage.name}: sparsity target {target:.2f} missed by more than {cfg.prune.tolerance:g} "
                        f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage}/schedule.json")
 
-    with tfmot.sparsity.keras.prune_scope():
-        training.save_model_h5(model, stage / WRAPPED_MODEL_FILE)
-    training.save_model_h5(stripped, stage / training.MODEL_FILE)
-    h5 = (stage / training.MODEL_FILE).read_bytes()
-    test, reference = training.evaluate_test(stripped, prepared, cfg)
+    if cfg.prune.granularity != "neuron":  # the neuron wrapper lives in the TF checkpoint only
+        with tfmot.sparsity.keras.prune_scope():
+            training.save_model_h5(model, stage / WRAPPED_MODEL_FILE)
+    training.save_model_h5(export, stage / training.MODEL_FILE)
+    test, reference = training.evaluate_test(export, prepared, cfg)
     metrics = {
         "stage": stage.name,
         "target_sparsity": target,
@@ -238,10 +305,9 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
         "epochs_run": state["epochs_done"],
         "test": test,
         "reference": reference,
-        "params": int(stripped.count_params()),
-        "nonzero_params": int(sum(np.count_nonzero(w) for w in stripped.get_weights())),
-        "h5_bytes": len(h5),
-        "gzip_bytes": len(gzip.compress(h5, compresslevel=9, mtime=0)),
+        **training.size_metrics(export, stage / training.MODEL_FILE),
+        "units": {n: int(export.get_layer(n).get_config().get("units", export.get_layer(n).get_config()
+                                                             .get("filters", 0))) for n in layers},
         "train_seconds_this_process": round(time.time() - t0, 2),
     }
     artifacts.write_metrics(stage, metrics)

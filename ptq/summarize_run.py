@@ -26,22 +26,26 @@ def summary_rows(run_dir: Path) -> list[dict]:
             continue
         m = artifacts.read_json(stage / artifacts.METRICS_FILE)
         test, ref = m.get("test", {}), m.get("reference", {})
-        rows.append({"stage": stage.name, "val_loss": m.get("val_loss"),
-                     "response": test.get("response_median"), "resolution": test.get("resolution_q68"),
-                     "raw_response": ref.get("response_median"), "raw_resolution": ref.get("resolution_q68"),
-                     "params": m.get("params"), "path": str(stage)})
+        rows.append({"stage": stage.name, "target": m.get("target_sparsity"),
+                     "sparsity": m.get("achieved_sparsity", 0.0 if stage.name == "baseline" else None),
+                     "val_loss": m.get("val_loss"), "response": test.get("response_median"),
+                     "resolution": test.get("resolution_q68"), "raw_response": ref.get("response_median"),
+                     "raw_resolution": ref.get("resolution_q68"), "params": m.get("params"),
+                     "nonzero": m.get("nonzero_params"), "gzip_bytes": m.get("gzip_bytes"), "path": str(stage)})
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    cols = ("stage", "val_loss", "response", "resolution", "raw_response", "raw_resolution", "params")
+COLUMNS = ("stage", "target", "sparsity", "val_loss", "response", "resolution", "raw_response",
+           "raw_resolution", "params", "nonzero", "gzip_bytes")
 
+
+def format_table(rows: list[dict]) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    cells = [cols] + [tuple(fmt(r[c]) for c in cols) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)
+    cells = [COLUMNS] + [tuple(fmt(r[c]) for c in COLUMNS) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summary_rows(run_dir)
     if not rows:
         raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
-    print(f"\nRun {run_dir.resolve()}  (response = median pred/true, resolution = half 68% width; "
+    print(f"\nRun {run_dir.resolve()}\n(sparsity = achieved fraction of zero weights in pruned kernels; "
+          "response = median pred/true and resolution = half its 68% width, on the held-out test split; "
           "raw = the reference estimator)\n")
     print(format_table(rows))
     print()

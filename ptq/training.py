@@ -12,6 +12,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import os
@@ -238,6 +239,14 @@ def steps_per_epoch(prepared: Prepared, cfg: Config) -> int:
     return loader.steps(loader.n_events(prepared.splits["train"]), cfg.data.batch_size)
 
 
+def size_metrics(model, h5_path: Path) -> dict:
+    """Parameter counts and file sizes; gzip bytes is what pruning studies compare."""
+    h5 = Path(h5_path).read_bytes()
+    return {"params": int(model.count_params()),
+            "nonzero_params": int(sum(np.count_nonzero(w) for w in model.get_weights())),
+            "h5_bytes": len(h5), "gzip_bytes": len(gzip.compress(h5, compresslevel=9, mtime=0))}
+
+
 def save_model_h5(model, path: Path) -> None:
     """Atomic tf_keras HDF5 save, without optimizer state."""
     with artifacts.atomic_path(path) as tmp, warnings.catch_warnings():
@@ -288,8 +297,7 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
         "stopped_early": state["stopped_early"],
         "test": test,
         "reference": reference,
-        "params": int(model.count_params()),
-        "h5_bytes": (stage / MODEL_FILE).stat().st_size,
+        **size_metrics(model, stage / MODEL_FILE),
         "events": {s: loader.n_events(b) for s, b in prepared.splits.items()},
         "target_transform": cfg.data.target_transform,
         "loss": cfg.train.loss,

@@ -195,3 +195,71 @@ def test_missing_baseline(tmp_path, run_cli):
                    tmp_path / "run")
     assert_one_line_error(proc, "missing baseline")
     assert not (tmp_path / "run").exists()
+
+
+def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run, run_cli):
+    _prune(run_cli, run, "--targets", "0.25,0.5", "--set", "prune.granularity=neuron")
+    for target in (0.25, 0.5):
+        m = _metrics(run, target)
+        assert m["units"] == {"fc1": int(32 * (1 - target)), "fc2": int(16 * (1 - target))}
+        for layer in m["layers"].values():
+            assert abs(layer["achieved"] - target) <= 0.01
+    # Physically smaller: fewer parameters than the dense baseline, not just zeros.
+    base = json.loads((run / "baseline/metrics.json").read_text())
+    assert _metrics(run, 0.5)["params"] < base["params"] / 2
+    # The masked model and the smaller one predict the same; rebuild the masked
+    # one from the checkpoint with the pruning wrappers.
+    probe = textwrap.dedent(f"""
+        import json, numpy as np
+        from data.backend import keras, tf
+        from data.config import from_dict
+        import yaml
+        from prune import pruning
+        from prune.schedule import derive_schedule
+        from prune.neuron import apply_masks
+        stage = {str(run / 'prune_0.50')!r}
+        cfg = from_dict(yaml.safe_load(open(stage + "/config.yaml")))
+        base = keras.models.load_model({str(run / 'baseline/model.h5')!r}, compile=False)
+        sched = derive_schedule(cfg.prune, 0.5, json.load(open(stage + "/schedule.json"))["steps_per_epoch"])
+        wrapped = pruning.wrap_for_pruning(base, ["fc1", "fc2"], sched, cfg.prune)
+        state = json.load(open(stage + "/checkpoint/state.json"))
+        tf.train.Checkpoint(model=wrapped).read(stage + "/checkpoint/" + state["checkpoint"]).expect_partial()
+        masked, _ = pruning.strip(wrapped, base, ["fc1", "fc2"], "neuron")
+        small = keras.models.load_model(stage + "/model.h5", compile=False)
+        x = np.random.default_rng(0).normal(size=(500, 4)).astype("float32")
+        d = np.abs(masked.predict(x, verbose=0) - small.predict(x, verbose=0)).max()
+        print(d, masked.count_params(), small.count_params())
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    diff, masked_params, small_params = proc.stdout.split()
+    assert float(diff) < 1e-5 and int(small_params) < int(masked_params)
+
+
+def test_neuron_shrink_folds_constant_outputs_exactly():
+    """BatchNormalization and sigmoid make a removed unit emit a constant; the
+    smaller model must still predict what the masked one does."""
+    from data.backend import keras
+    from prune.neuron import apply_masks, keep_mask, shrink_model
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, name="fc1"),
+                              keras.layers.BatchNormalization(name="bn1"),
+                              keras.layers.Activation("sigmoid", name="act1"), keras.layers.Dense(8, name="fc2"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
+    bn = model.get_layer("bn1")
+    bn.set_weights([w + np.random.default_rng(2).normal(size=w.shape).astype("float32") ** 2
+                    for w in bn.get_weights()])
+    masks = {"fc1": keep_mask(model.get_layer("fc1").get_weights()[0], 0.5),
+             "fc2": keep_mask(model.get_layer("fc2").get_weights()[0], 0.25)}
+    apply_masks(model, masks)
+    small = shrink_model(model, masks)
+    assert small.get_layer("fc1").units == 6 and small.get_layer("fc2").units == 6
+    x = np.random.default_rng(3).normal(size=(200, 6)).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_unreachable_target_for_a_small_layer_is_refused(run, run_cli):
+    proc = _prune(run_cli, run, "--targets", "0.3", "--set", "prune.granularity=neuron", check_ok=False)
+    assert_one_line_error(proc, "unreachable for layer fc1: it has 32 units")
+    assert not list(run.glob("prune_*"))

@@ -21,6 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VPY) data/make_dataset.py --out $(DEMO)/data --events 200000 --shards 2 --seed 1
 	$(VPY) ptq/trainModel.py --config configs/demo.yaml --run-dir $(DEMO) --overwrite
+	$(VPY) prune/sensitivity_scan.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) prune/train_model_prune.py --config configs/demo.yaml --run-dir $(DEMO) --overwrite
 	$(VPY) ptq/summarize_run.py $(DEMO)
 
@@ -29,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) bench/bench_loader.py
+	$(VPY) bench/bench_prune.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

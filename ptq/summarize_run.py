@@ -25,13 +25,17 @@ def summary_rows(run_dir: Path) -> list[dict]:
         if not artifacts.is_complete(stage):
             continue
         m = artifacts.read_json(stage / artifacts.METRICS_FILE)
-        test, ref = m.get("test", {}), m.get("reference", {})
+        test, ref = m.get("test"), m.get("reference", {})
+        if test is None:  # e.g. sensitivity/: listed below the table, not a model
+            rows.append({"stage": stage.name, "path": str(stage), "table": False})
+            continue
         rows.append({"stage": stage.name, "target": m.get("target_sparsity"),
                      "sparsity": m.get("achieved_sparsity", 0.0 if stage.name == "baseline" else None),
                      "val_loss": m.get("val_loss"), "response": test.get("response_median"),
                      "resolution": test.get("resolution_q68"), "raw_response": ref.get("response_median"),
                      "raw_resolution": ref.get("resolution_q68"), "params": m.get("params"),
-                     "nonzero": m.get("nonzero_params"), "gzip_bytes": m.get("gzip_bytes"), "path": str(stage)})
+                     "nonzero": m.get("nonzero_params"), "gzip_bytes": m.get("gzip_bytes"), "path": str(stage),
+                     "table": True})
     return rows
 
 
@@ -43,7 +47,7 @@ def format_table(rows: list[dict]) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    cells = [COLUMNS] + [tuple(fmt(r[c]) for c in COLUMNS) for r in rows]
+    cells = [COLUMNS] + [tuple(fmt(r[c]) for c in COLUMNS) for r in rows if r["table"]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 

@@ -263,3 +263,27 @@ def test_unreachable_target_for_a_small_layer_is_refused(run, run_cli):
     proc = _prune(run_cli, run, "--targets", "0.3", "--set", "prune.granularity=neuron", check_ok=False)
     assert_one_line_error(proc, "unreachable for layer fc1: it has 32 units")
     assert not list(run.glob("prune_*"))
+
+
+def test_sensitivity_scan(run, run_cli):
+    proc = run_cli("prune/sensitivity_scan.py", "--config", _config_path(run), "--run-dir", run, "--points",
+                   "0,30,60,90", check_ok=True)
+    out = run / "sensitivity"
+    rows = json.loads((out / "sensitivity.json").read_text())["rows"]
+    assert (out / "sensitivity.csv").read_text().count("\n") == len(rows) + 1 == 9
+    assert (out / "sensitivity.png").stat().st_size > 10_000 and (out / "metrics.json").is_file()
+    base = json.loads((run / "baseline/metrics.json").read_text())
+    for granularity in ("weight", "neuron"):
+        sel = [r for r in rows if r["granularity"] == granularity]
+        assert [r["sparsity"] for r in sel] == [0, 0.3, 0.6, 0.9]
+        # 0 % is the baseline itself: the same validation loss as pretraining measured.
+        assert sel[0]["val_loss"] == pytest.approx(base["val_loss"], rel=1e-6)
+        assert sel[0]["achieved_sparsity"] == 0
+        nonzero = [r["nonzero_params"] for r in sel]
+        achieved = [r["achieved_sparsity"] for r in sel]
+        assert nonzero == sorted(nonzero, reverse=True) and len(set(nonzero)) == 4
+        assert achieved == sorted(achieved)
+        for r in sel[1:]:
+            assert abs(r["achieved_sparsity"] - r["sparsity"]) < 0.04
+    assert "weight" in proc.stdout and "neuron" in proc.stdout
+    assert not list(run.glob("prune_*"))  # the scan retrains nothing and writes only sensitivity/

@@ -1,0 +1,96 @@
+"""Benchmark: training step time with tfmot pruning wrappers vs dense training.
+
+    python bench/bench_prune.py [--events 400000] [--epochs 4] [--batch-size 512]
+
+Same model (the demo MLP), same in-memory batches, same optimizer; the only
+difference is the pruning wrappers (unstructured, and neuron) mid-ramp. Epochs of
+the three models are interleaved over several rounds and the ratio of median
+epoch times is reported, measured in one run.
+Target (issue 3): wrapped <= 1.15 x dense.
+"""
+
+if __package__ in (None, ""):  # run as `python bench/bench_prune.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=400_000)
+    p.add_argument("--epochs", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--hidden", default="32,16,8")
+    p.add_argument("--threads", type=int, default=1,
+                   help="TensorFlow intra/inter-op threads (1: CPU time is not inflated by idle spinning)")
+    args = p.parse_args()
+
+    from data.backend import keras, tf, tfmot
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from data.calorimeter import CalorimeterParams, generate_events
+    from data.config import ModelConfig, PruneConfig
+    from prune.pruning import prunable_layers, wrap_for_pruning
+    from prune.schedule import derive_schedule
+    from ptq.models import build_model
+
+    ev = generate_events(args.events, CalorimeterParams(), np.random.default_rng(0))
+    x = (ev["inputs"] - ev["inputs"].mean(0)) / (ev["inputs"].std(0) + 1e-6)
+    y = (ev["target"] / np.maximum(ev["reference"], 1.0)).astype(np.float32)
+    steps = args.events // args.batch_size
+    ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y)).batch(args.batch_size,
+                                                                             drop_remainder=True)
+    ds = ds.cache().repeat().prefetch(tf.data.AUTOTUNE)
+    model_cfg = ModelConfig(hidden_units=[int(h) for h in args.hidden.split(",")])
+
+    variants = ("dense", "unstructured", "neuron")
+    rounds = args.epochs
+
+    def build(variant: str):
+        keras.utils.set_random_seed(0)
+        model = build_model(model_cfg, (x.shape[1],))
+        callbacks = []
+        if variant != "dense":
+            # Mask updates all through the measured epochs: the wrappers' worst case.
+            cfg = PruneConfig(epochs=rounds + 1, warmup_epochs=0, pruning_epochs=rounds + 1,
+                              granularity=variant, targets=[0.5])
+            model = wrap_for_pruning(model, prunable_layers(model), derive_schedule(cfg, 0.5, steps), cfg)
+            callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mae")
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks)  # trace, warm up
+        return model, callbacks
+
+    models = {v: build(v) for v in variants}
+    times = {v: [] for v in variants}
+    cpu = {v: [] for v in variants}
+    for r in range(rounds):  # interleaved, so machine drift hits every variant alike
+        for v in variants:
+            model, callbacks = models[v]
+            t0, c0 = time.perf_counter(), time.process_time()
+            model.fit(ds, epochs=r + 2, initial_epoch=r + 1, steps_per_epoch=steps, verbose=0,
+                      callbacks=callbacks)
+            times[v].append(time.perf_counter() - t0)
+            cpu[v].append(time.process_time() - c0)
+    median = {v: float(np.median(t)) for v, t in times.items()}
+    median_cpu = {v: float(np.median(t)) for v, t in cpu.items()}
+    result = {"events": args.events, "batch_size": args.batch_size, "hidden": args.hidden, "rounds": rounds,
+              "threads": args.threads}
+    for v in variants:
+        result[f"{v}_ms_per_step"] = round(1000 * median[v] / steps, 3)
+        result[f"{v}_cpu_ms_per_step"] = round(1000 * median_cpu[v] / steps, 3)
+        if v != "dense":
+            result[f"{v}_over_dense"] = round(median[v] / median["dense"], 3)
+            result[f"{v}_cpu_over_dense"] = round(median_cpu[v] / median_cpu["dense"], 3)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

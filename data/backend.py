@@ -6,13 +6,36 @@ first imported. Every module that needs TensorFlow, tf_keras or tfmot imports
 them from here, so the variable is set exactly once, in time.
 """
 
+import contextlib
 import os
+import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep SLURM logs readable
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written to
+    fd 2 before its log level applies; hide them so a bad input ends in one
+    readable line. HEPPRUNE_DEBUG=1 shows them. Python errors still surface."""
+    if os.environ.get("HEPPRUNE_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _quiet_stderr():
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
 
 __all__ = ["tf", "keras", "tfmot"]
 

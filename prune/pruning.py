@@ -232,6 +232,30 @@ def _sparsity_logger(keras, tf, logdir: Path):
     return SparsityLogger()
 
 
+def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tuple[list[str], Schedule]:
+    """The layers and schedule for one target, or the ConfigError that refuses it."""
+    schedule = derive_schedule(cfg.prune, target, steps_per_epoch)
+    layers = select_layers(model, cfg.prune.include, cfg.prune.exclude)
+    if cfg.prune.granularity == "neuron":
+        from prune.neuron import check_supported
+
+        check_supported(model, layers)
+    check_reachable(model, layers, target, cfg.prune)
+    return layers, schedule
+
+
+def check_sweep(cfg: Config, run_dir: Path) -> None:
+    """Refuse the whole sweep before any target trains if any target would be refused."""
+    from data.backend import keras
+
+    baseline = run_dir / training.BASELINE
+    prepared = training.prepare_data(cfg, baseline)
+    model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+    for target in cfg.prune.targets:
+        plan_target(cfg, target, model, training.steps_per_epoch(prepared, cfg))
+    prepared.reader.close()
+
+
 def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict:
     """Prune the baseline to one target sparsity in ``RUN/prune_<target>``."""
     from data.backend import keras, tf, tfmot
@@ -239,24 +263,18 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     stage = run_dir / stage_name(target)
     stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target]))
     if not overwrite:
-        training._check_same_config(stage, stage_cfg)
+        training.check_same_config(stage, stage_cfg)
         if artifacts.is_complete(stage):
             log.info("%s is already complete; nothing to do", stage)
             return artifacts.read_json(stage / artifacts.METRICS_FILE)
 
     baseline = run_dir / training.BASELINE
     prepared = training.prepare_data(cfg, baseline)  # the baseline's standardisation
-    schedule = derive_schedule(cfg.prune, target, training.steps_per_epoch(prepared, cfg))
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     base_model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
-    layers = select_layers(base_model, cfg.prune.include, cfg.prune.exclude)
-    if cfg.prune.granularity == "neuron":
-        from prune.neuron import check_supported
-
-        check_supported(base_model, layers)
-    check_reachable(base_model, layers, target, cfg.prune)
+    layers, schedule = plan_target(cfg, target, base_model, training.steps_per_epoch(prepared, cfg))
     # Everything above can refuse; only now is anything written.
     if overwrite and stage.exists():
         shutil.rmtree(stage)

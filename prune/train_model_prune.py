@@ -15,7 +15,6 @@ if __package__ in (None, ""):  # run as `python prune/train_model_prune.py`: imp
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from data import config as config_mod
@@ -43,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
     run_dir = Path(args.run_dir)
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
+    pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
     for m in rows:
         log.info("%s: target %.2f achieved %.4f, test response %.4f, resolution %.4f, gzip %d bytes",

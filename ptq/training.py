@@ -118,7 +118,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
-def _check_same_config(stage_dir: Path, cfg: Config) -> None:
+def check_same_config(stage_dir: Path, cfg: Config) -> None:
     saved = stage_dir / CONFIG_FILE
     if saved.is_file() and saved.read_text() != config_text(cfg):
         raise RunError(f"{stage_dir} was started with a different config (see {saved}); "
@@ -259,7 +259,7 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     """Train (or resume, or recognise as finished) ``RUN/baseline``; return its metrics."""
     stage = Path(run_dir) / BASELINE
     if not overwrite:
-        _check_same_config(stage, cfg)
+        check_same_config(stage, cfg)
         if artifacts.is_complete(stage):
             log.info("%s is already complete; nothing to do", stage)
             return artifacts.read_json(stage / artifacts.METRICS_FILE)

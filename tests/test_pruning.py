@@ -287,3 +287,10 @@ def test_sensitivity_scan(run, run_cli):
             assert abs(r["achieved_sparsity"] - r["sparsity"]) < 0.04
     assert "weight" in proc.stdout and "neuron" in proc.stdout
     assert not list(run.glob("prune_*"))  # the scan retrains nothing and writes only sensitivity/
+
+
+def test_a_sweep_with_one_unreachable_target_trains_nothing(run, run_cli):
+    proc = _prune(run_cli, run, "--targets", "0.25,0.5,0.3", "--set", "prune.granularity=neuron",
+                  check_ok=False)
+    assert_one_line_error(proc, "target 0.3 is unreachable")
+    assert not list(run.glob("prune_*"))

@@ -24,6 +24,7 @@ def setup_logging(verbose: bool = False) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     # TensorFlow's absl logger chatters at INFO on every epoch ("Sharding callback ...").
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." on every TFLite export
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

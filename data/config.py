@@ -133,12 +133,57 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    samples: int = _opt(1000, "held-out test events compared per model; --samples all streams the whole "
+                        "test split", ge=1)
+    n_bins: int = _opt(5, "quantile bins in the true value for binned metrics (used when bins is empty)", ge=1)
+    bins: list = _opt(None, "explicit bin edges in the true value (target units); empty = quantile bins",
+                      factory=list)
+    bootstrap: int = _opt(200, "bootstrap resamples for statistical uncertainties; 0 = none", ge=0)
+
+    def __post_init__(self) -> None:
+        edges = self.bins
+        if edges and (len(edges) < 2 or any(isinstance(e, bool) or not isinstance(e, (int, float))
+                                            for e in edges) or list(edges) != sorted(set(edges))):
+            raise ConfigError(f"analysis.bins must be at least two increasing numbers, got {edges!r}")
+
+
+@dataclass(frozen=True)
+class HlsConfig:
+    precision: str = _opt("ap_fixed<16,6>", "hls4ml default precision, ap_fixed<W,I>")
+    reuse_factor: int = _opt(1, "hls4ml reuse factor (RF): multiplications shared per multiplier", ge=1)
+    strategy: str = _opt("latency", "latency, or resource_unrolled (drops zero-weight multiplications "
+                         "at RF > 1, unlike plain resource)", choices=("latency", "resource_unrolled"))
+    io_type: str = _opt("io_parallel", "hls4ml io_type", choices=("io_parallel", "io_stream"))
+    part: str = _opt("xcvu13p-flga2577-2-e", "FPGA part for synthesis")
+    clock_period: float = _opt(5.0, "clock period in ns", gt=0)
+    dsp_min_bits: int = _opt(10, "weights at least this wide use a DSP per multiplier; narrower ones "
+                             "are built from LUTs", ge=1)
+
+    def __post_init__(self) -> None:
+        if precision_bits(self.precision) is None:
+            raise ConfigError(f"hls.precision must look like ap_fixed<W,I>, got {self.precision!r}")
+
+
+def precision_bits(precision: str) -> tuple[int, int] | None:
+    """(W, I) of an ap_fixed<W,I> / ap_ufixed<W,I> string, or None."""
+    import re
+
+    m = re.fullmatch(r"\s*ap_u?fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(,[^>]*)?>\s*", precision)
+    if not m or int(m.group(1)) < 1:
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0)
     data: DataConfig = _opt(None, "dataset and input pipeline", factory=DataConfig)
     model: ModelConfig = _opt(None, "network architecture", factory=ModelConfig)
     train: TrainConfig = _opt(None, "pretraining (ptq/trainModel.py)", factory=TrainConfig)
     prune: PruneConfig = _opt(None, "pruning sweep (prune/train_model_prune.py)", factory=PruneConfig)
+    analysis: AnalysisConfig = _opt(None, "model comparison (prune/analyze_prune.py)", factory=AnalysisConfig)
+    hls: HlsConfig = _opt(None, "hls4ml export and firmware cost", factory=HlsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -59,16 +59,17 @@ def load_baseline_config(run_dir: Path) -> Config:
 
 
 def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
-    """Data, model and loss come from the baseline, so pruning sees the same
-    split, standardisation and target transform; the prune section and seed
-    come from ``cfg``. ``--data`` may point at the same dataset elsewhere."""
+    """The data, model and train sections come from the baseline, so later
+    stages see the same split, standardisation, target transform and loss;
+    everything else (seed, prune, analysis, hls) comes from ``cfg``.
+    ``--data`` may point at the same dataset elsewhere."""
     base = load_baseline_config(run_dir)
     if (replace(cfg.data, path="") != replace(base.data, path="")) and cfg.data != config_mod.DataConfig():
         log.warning("the config's data section differs from the baseline's; pruning uses the baseline's "
                     "(same split, standardisation and target transform)")
     path = data if data is not None else base.data.path
     batch_size = cfg.prune.batch_size or base.data.batch_size
-    return replace(base, seed=cfg.seed, prune=cfg.prune,
+    return replace(cfg, model=base.model, train=base.train,
                    data=replace(base.data, path=str(Path(path).expanduser().absolute()), batch_size=batch_size))
 
 

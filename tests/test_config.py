@@ -23,6 +23,9 @@ def test_defaults_are_valid_and_documented():
     ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, ["no training events"]),
     ({"data": {"batch_size": True}}, ["data.batch_size"]),
     ({"data": 3}, ["data must be a mapping"]),
+    ({"hls": {"precision": "float32"}}, ["hls.precision", "ap_fixed<W,I>"]),
+    ({"hls": {"strategy": "resource"}}, ["hls.strategy", "latency, resource_unrolled"]),
+    ({"analysis": {"bins": [10, 5]}}, ["analysis.bins", "increasing"]),
 ])
 def test_bad_configs_name_the_key(raw, fragments):
     with pytest.raises(ConfigError) as exc:

@@ -1,0 +1,72 @@
+"""Compare the baseline and pruned models: ``python prune/analyze_prune.py --config FILE --run-dir RUN``.
+
+Evaluates RUN/baseline and every finished RUN/prune_* on the same held-out
+test events (1000 by default, ``--samples all`` streams the whole test
+split), next to the raw reference estimator, and writes RUN/analysis/:
+summary.json, summary.csv, report.md, plots/*.png and metrics.json.
+"""
+
+if __package__ in (None, ""):  # run as `python prune/analyze_prune.py`: import from the checkout
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from data import config as config_mod
+from data.cli import ArgumentParser, run
+from data.errors import ConfigError
+
+
+def _samples(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--samples must be a positive integer or 'all', got '{text}'")
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="analyze_prune.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--data", help="HDF5 file or glob; default: the baseline's dataset")
+    p.add_argument("--samples", help="test events per model, or 'all' (default: analysis.samples)")
+    p.add_argument("--models", help="comma-separated model names, e.g. baseline,prune_0.50 (default: all)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    cfg = config_mod.load(args.config, args.overrides)
+    samples = _samples(args.samples) if args.samples else cfg.analysis.samples
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+
+    from prune import analysis, pruning
+
+    run_dir = Path(args.run_dir)
+    analysis.discover_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
+    cfg = pruning.resolve_config(cfg, run_dir, args.data)
+    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names)
+    out = run_dir / analysis.STAGE
+    analysis.write_outputs(summary, out)
+    print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}")
+    for m in summary["models"]:
+        print(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['response_median']:>10.4f}{m['resolution_q68']:>12.4f}"
+              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}")
+    ref = summary["reference"]
+    print(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
+    print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

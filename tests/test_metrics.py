@@ -1,0 +1,82 @@
+"""Physics metrics against hand-computed values on known arrays."""
+
+import numpy as np
+import pytest
+
+from ptq.metrics import binned_metrics, quantile_bins, response_metrics, response_metrics_with_errors
+
+
+def test_hand_computed_values():
+    true = np.full(5, 10.0)
+    pred = np.array([8.0, 9.0, 10.0, 11.0, 14.0])  # ratios 0.8, 0.9, 1.0, 1.1, 1.4
+    m = response_metrics(pred, true)
+    assert m["n_events"] == 5
+    assert m["response_median"] == pytest.approx(1.0)
+    assert m["response_mean"] == pytest.approx(1.04)
+    assert m["resolution_std"] == pytest.approx(np.sqrt(np.mean((np.array([0.8, 0.9, 1.0, 1.1, 1.4]) - 1.04) ** 2)))
+    # numpy's linear quantiles: q(0.159) = 0.8 + 0.636 * 0.1, q(0.841) = 1.1 + 0.364 * 0.3
+    assert m["resolution_q68"] == pytest.approx(((1.1 + 0.364 * 0.3) - (0.8 + 0.636 * 0.1)) / 2)
+    assert m["resolution_iqr"] == pytest.approx((1.1 - 0.9) / 1.349)
+
+
+def test_gaussian_resolutions_agree_and_errors_are_statistical():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(10, 100, 40000)
+    pred = true * rng.normal(1.02, 0.1, true.size)
+    m = response_metrics_with_errors(pred, true, n_bootstrap=100)
+    for key in ("resolution_q68", "resolution_std", "resolution_iqr"):
+        assert m[key] == pytest.approx(0.1, rel=0.03)
+    assert m["response_median"] == pytest.approx(1.02, abs=0.003)
+    # The bootstrap error of a mean is sigma / sqrt(N).
+    assert m["response_mean_err"] == pytest.approx(0.1 / np.sqrt(true.size), rel=0.2)
+    small = response_metrics_with_errors(pred[:400], true[:400], n_bootstrap=100)
+    assert small["resolution_q68_err"] > 5 * m["resolution_q68_err"]
+
+
+def test_binned_metrics_follow_the_truth():
+    rng = np.random.default_rng(1)
+    true = rng.uniform(1, 100, 20000)
+    pred = true * rng.normal(1.0, 1.0 / np.sqrt(true))  # stochastic term 100 %/sqrt(E)
+    edges = quantile_bins(true, 4)
+    assert len(edges) == 5 and edges[0] == true.min() and edges[-1] == true.max()
+    rows = binned_metrics(pred, true, edges, n_bootstrap=20)
+    assert sum(r["n_events"] for r in rows) == true.size
+    assert all(abs(r["n_events"] - 5000) <= 1 for r in rows)
+    widths = [r["resolution_q68"] for r in rows]
+    assert widths == sorted(widths, reverse=True)  # resolution improves with energy
+    fixed = binned_metrics(pred, true, np.array([0.0, 50.0, 1000.0, 2000.0]), n_bootstrap=0)
+    assert fixed[2]["n_events"] == 0 and "response_median" not in fixed[2]
+    assert fixed[0]["n_events"] + fixed[1]["n_events"] == true.size
+
+
+def test_empty_input_is_an_error():
+    with pytest.raises(ValueError):
+        response_metrics(np.array([]), np.array([]))
+
+
+def test_multiplier_count_for_a_layer_with_known_zeros():
+    from prune.firmware import layer_multipliers
+
+    kernel = np.ones((10, 8), np.float32)  # 80 weights
+    kernel.flat[:30] = 0.0  # 30 zeros
+    assert layer_multipliers(kernel, 1) == 50
+    assert layer_multipliers(kernel, 4) == 20 - 7  # ceil(80/4) - 30 // 4
+    assert layer_multipliers(kernel, 3) == 27 - 10  # ceil(80/3) - 30 // 3
+    assert layer_multipliers(np.zeros((4, 4)), 1) == 0
+
+
+def test_firmware_cost_of_a_model():
+    from data.backend import keras
+    from data.config import HlsConfig
+    from prune.firmware import firmware_cost
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc1"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
+    w = model.get_layer("fc1").get_weights()
+    w[0][:3, :] = 0  # 12 of 24 weights
+    model.get_layer("fc1").set_weights(w)
+    cost = firmware_cost(model, HlsConfig())
+    assert cost["layers"]["fc1"]["multipliers"] == 12 and cost["layers"]["output"]["multipliers"] == 4
+    assert cost["multipliers"] == 16 and cost["dsp"] == 16  # 16-bit weights use DSPs
+    narrow = firmware_cost(model, HlsConfig(precision="ap_fixed<8,3>"))
+    assert narrow["multipliers"] == 16 and narrow["dsp"] == 0

@@ -159,6 +159,8 @@ class HlsConfig:
     clock_period: float = _opt(5.0, "clock period in ns", gt=0)
     dsp_min_bits: int = _opt(10, "weights at least this wide use a DSP per multiplier; narrower ones "
                              "are built from LUTs", ge=1)
+    simulate: bool = _opt(True, "export every analysed model to hls4ml and C-simulate it (g++, no vendor "
+                          "tools); --no-hls skips it")
 
     def __post_init__(self) -> None:
         if precision_bits(self.precision) is None:

@@ -53,8 +53,8 @@ def discover_models(run_dir: Path, names: list[str] | None = None) -> list[tuple
 
 
 def test_events(prepared: training.Prepared, cfg: Config, samples: int | None):
-    """(standardised inputs, true, reference) of the first ``samples`` test
-    events in file order (all if None), read block by block."""
+    """(raw inputs, true, reference) of the first ``samples`` test events in
+    file order (all if None), read block by block."""
     blocks = prepared.splits["test"]
     available = loader.n_events(blocks)
     if samples is not None and samples > available:
@@ -62,7 +62,7 @@ def test_events(prepared: training.Prepared, cfg: Config, samples: int | None):
                           "use a smaller number or 'all'")
     want = available if samples is None else samples
     xs, ts, rs, n = [], [], [], 0
-    for x, t, r in loader.iter_batches(prepared.reader, blocks, 8192, standardization=prepared.standardization):
+    for x, t, r in loader.iter_batches(prepared.reader, blocks, 8192):
         take = min(len(t), want - n)
         xs.append(x[:take].copy())
         ts.append(t[:take])
@@ -91,14 +91,34 @@ def tflite_sizes(model) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
+                 cfg: Config, out_dir: Path) -> dict:
+    """Fold the standardisation into the first layer, export to hls4ml in
+    ``out_dir``, C-simulate the raw inputs and compare with Keras."""
+    from prune import hls_bridge
+
+    folded = hls_bridge.fold_standardization(model, std.mean, std.std)
+    precisions = hls_bridge.raw_input_precisions(folded, x_raw, folded.input_names[0])
+    graph = hls_bridge.convert(folded, out_dir, cfg.hls, precisions)
+    graph.compile()
+    y_hls = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
+    y_keras = np.concatenate([np.asarray(folded.predict_on_batch(x_raw[i:i + 8192])).reshape(-1)
+                              for i in range(0, len(x_raw), 8192)])
+    hls_phys = phys.response_metrics(targets.decode(y_hls, ref, cfg.data), true)
+    return {"hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
+            "hls_response_median": hls_phys["response_median"], "hls_resolution_q68": hls_phys["resolution_q68"],
+            "hls_dir": str(out_dir), "hls_precisions": precisions}
+
+
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None) -> dict:
     """Evaluate every model; return the summary (also what summary.json holds)."""
     from data.backend import keras
 
     models = discover_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    x, true, ref = test_events(prepared, cfg, samples)
+    x_raw, true, ref = test_events(prepared, cfg, samples)
     prepared.reader.close()
+    x = prepared.standardization.apply(x_raw.copy())
     a = cfg.analysis
     edges = np.asarray(a.bins, np.float64) if a.bins else phys.quantile_bins(true, a.n_bins)
     log.info("comparing %d model(s) on %d held-out test events", len(models), len(true))
@@ -126,9 +146,13 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
             "binned": phys.binned_metrics(pred, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed),
             "ratio": (pred / true).astype(np.float32),  # for plots; dropped before writing
         }
+        if cfg.hls.simulate:
+            entry.update(hls_simulate(model, prepared.standardization, x_raw, true, ref, cfg,
+                                      run_dir / "hls4ml" / name))
         entries.append(entry)
-        log.info("%s: response %.4f, resolution %.4f, %d multipliers (%.1f s)", name,
-                 entry["response_median"], entry["resolution_q68"], entry["multipliers"], time.time() - t0)
+        log.info("%s: response %.4f, resolution %.4f, %d multipliers, hls max |diff| %s (%.1f s)", name,
+                 entry["response_median"], entry["resolution_q68"], entry["multipliers"],
+                 f"{entry['hls_max_abs_diff']:.4g}" if "hls_max_abs_diff" in entry else "-", time.time() - t0)
     base = next((e for e in entries if e["name"] == training.BASELINE), None)
     for e in entries:
         e["response_shift"] = e["response_median"] - base["response_median"] if base else None

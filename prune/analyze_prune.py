@@ -40,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", help="HDF5 file or glob; default: the baseline's dataset")
     p.add_argument("--samples", help="test events per model, or 'all' (default: analysis.samples)")
     p.add_argument("--models", help="comma-separated model names, e.g. baseline,prune_0.50 (default: all)")
+    p.add_argument("--no-hls", action="store_true", help="skip the hls4ml export and C simulation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    cfg = config_mod.load(args.config, args.overrides)
+    cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
     samples = _samples(args.samples) if args.samples else cfg.analysis.samples
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
 
@@ -54,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = analysis.analyse(cfg, run_dir, samples=samples, names=names)
     out = run_dir / analysis.STAGE
     analysis.write_outputs(summary, out)
-    print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}")
+    print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}"
+          f"{'hls max |d|':>13}{'hls response':>14}")
     for m in summary["models"]:
+        hls = (f"{m['hls_max_abs_diff']:>13.4g}{m['hls_response_median']:>14.4f}" if "hls_max_abs_diff" in m
+               else f"{'-':>13}{'-':>14}")
         print(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['response_median']:>10.4f}{m['resolution_q68']:>12.4f}"
-              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}")
+              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
     ref = summary["reference"]
     print(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
     print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")

@@ -50,6 +50,16 @@ def markdown(summary: dict) -> str:
     for m in summary["models"]:
         lines.append(f"| {m['name']} | {m['params']} | {m['nonzero_params']} | {m['h5_bytes']} | {m['gzip_bytes']} | "
                      f"{m['tflite_bytes']} | {m['tflite_quant_bytes']} | {m['multipliers']} | {m['dsp']} |")
+    if any("hls_max_abs_diff" in m for m in summary["models"]):
+        lines += ["", "## hls4ml C simulation", "",
+                  "Input standardisation folded into the first layer (the firmware takes raw inputs); "
+                  "max |Δ| is between the C simulation and Keras on the network output.", "",
+                  "| model | max abs Δ | hls response | hls resolution (q68) | Keras response | project |",
+                  "|---|---|---|---|---|---|"]
+        for m in summary["models"]:
+            if "hls_max_abs_diff" in m:
+                lines.append(f"| {m['name']} | {m['hls_max_abs_diff']:.4g} | {m['hls_response_median']:.4f} | "
+                             f"{m['hls_resolution_q68']:.4f} | {m['response_median']:.4f} | {m['hls_dir']} |")
     lines += ["", "### Multipliers per layer", "",
               "| model | " + " | ".join(summary["models"][0]["firmware"]["layers"]) + " |",
               "|---|" + "---|" * len(summary["models"][0]["firmware"]["layers"])]

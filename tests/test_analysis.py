@@ -1,6 +1,7 @@
 """prune/analyze_prune.py as a user runs it, on a tiny baseline and one pruned model."""
 
 import csv
+import re
 import json
 import shutil
 import subprocess
@@ -76,10 +77,18 @@ def test_analysis_writes_summary_report_and_plots(run, run_cli):
         assert (out / f"plots/{plot}.png").stat().st_size > 5000, plot
     assert (out / "metrics.json").is_file()
     assert "prune_0.50" in proc.stdout
+    # hls4ml C simulation of each model, on raw inputs (standardisation folded in).
+    for m in summary["models"]:
+        assert m["hls_max_abs_diff"] < 0.05, m["hls_max_abs_diff"]  # ap_fixed<16,6>: 10 fractional bits
+        assert abs(m["hls_response_median"] - m["response_median"]) < 0.05
+        params_h = (run / "hls4ml" / m["name"] / "firmware/parameters.h").read_text()
+        zeros = [int(z) for z in re.findall(r"n_zeros = (\d+);", params_h)]  # hls4ml's own count, per layer
+        assert zeros == [layer["zeros"] for layer in m["firmware"]["layers"].values()]
+    assert "hls4ml C simulation" in report
 
 
 def test_all_samples_and_model_selection(run, run_cli):
-    _analyse(run_cli, run, "--samples", "all", "--models", "prune_0.50")
+    _analyse(run_cli, run, "--samples", "all", "--models", "prune_0.50", "--no-hls")
     summary = json.loads((run / "analysis/summary.json").read_text())
     assert summary["samples"] == 300  # the whole test split: 10 % of 3000
     assert [m["name"] for m in summary["models"]] == ["prune_0.50"]
@@ -101,3 +110,37 @@ def test_run_with_no_models(tmp_path, run_cli):
     (tmp_path / "run").mkdir()
     proc = run_cli("prune/analyze_prune.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run")
     assert_one_line_error(proc, "holds no finished model")
+
+
+def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
+    import numpy as np
+
+    from data.backend import keras
+    from prune.hls_bridge import fold_standardization
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,), name="inputs"), keras.layers.Dense(8, name="fc1"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
+    w = model.get_layer("fc1").get_weights()
+    w[0][1, :] = 0  # pruned weights must stay pruned
+    model.get_layer("fc1").set_weights(w)
+    rng = np.random.default_rng(1)
+    mean, std = rng.normal(50, 20, 5).astype("f4"), rng.uniform(0.5, 30, 5).astype("f4")
+    raw = (mean + std * rng.normal(size=(300, 5))).astype("f4")
+    folded = fold_standardization(model, mean, std)
+    np.testing.assert_allclose(folded.predict(raw, verbose=0), model.predict((raw - mean) / std, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    assert (folded.get_layer("fc1").get_weights()[0][1] == 0).all()
+
+
+def test_a_layer_hls4ml_cannot_convert_is_named(tmp_path):
+    from data.backend import keras
+    from data.config import HlsConfig
+    from data.errors import HepPruneError
+    from prune.hls_bridge import convert
+
+    model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(4, name="fc1"),
+                              keras.layers.Lambda(lambda t: 2 * t, name="doubler"),
+                              keras.layers.Dense(1, name="output")])
+    with pytest.raises(HepPruneError, match="hls4ml cannot convert layer doubler \\(Lambda\\)"):
+        convert(model, tmp_path / "prj", HlsConfig())

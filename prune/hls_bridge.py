@@ -1,0 +1,131 @@
+"""The one place hepprune talks to hls4ml: convert, compile, C-simulate.
+
+Why a bridge: hls4ml 1.3 picks its Keras parser from the *installed* ``keras``
+package (Keras 3, pulled in by TensorFlow), not from the model, so
+``config_from_keras_model`` and ``convert_from_keras_model`` send our tf_keras
+(Keras 2) models to the Keras 3 parser, which crashes with
+``'Node' object has no attribute 'arguments'``. Building the conversion
+config ourselves and calling ``hls4ml.converters.keras_v2_to_hls`` parses
+them correctly. The C simulation (``compile`` with g++, ``predict``) needs no
+vendor tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+
+from data.config import HlsConfig
+from data.errors import HepPruneError
+
+log = logging.getLogger(__name__)
+
+PROJECT = "hepprune"
+BACKEND = "Vitis"
+STRATEGIES = {"latency": "Latency", "resource_unrolled": "resource_unrolled"}
+
+
+def _hls4ml():
+    try:
+        import hls4ml  # noqa: F401
+        from hls4ml.converters.keras_v2_to_hls import keras_v2_to_hls
+        from hls4ml.utils.config import create_config
+    except ImportError as exc:  # pragma: no cover - hls4ml is a dependency
+        raise HepPruneError(f"hls4ml is not importable ({exc}); reinstall hepprune (pip install -e .)") from None
+    return keras_v2_to_hls, create_config
+
+
+def _int_bits(max_abs: float) -> int:
+    """Integer bits (sign included) of an ap_fixed that holds +-max_abs."""
+    return max(1, int(np.ceil(np.log2(max(float(max_abs), 1e-6)))) + 1)
+
+
+def raw_input_precisions(folded, x_raw: np.ndarray, input_name: str, frac_bits: int = 10) -> dict:
+    """hls4ml LayerName precisions for a model whose first Dense takes raw
+    detector inputs. The default ap_fixed<16,6> holds only +-32, far below a
+    500 GeV tower, and W/std would keep few significant bits; so the input,
+    the first layer's weights, biases and accumulator are sized from the
+    actual ranges (25 % headroom), with ``frac_bits`` fractional bits."""
+    first = next(l for l in folded.layers if type(l).__name__ == "Dense")
+    w, b = first.get_weights()[0], first.get_weights()[1] if first.use_bias else np.zeros(first.units)
+    in_i = _int_bits(1.25 * np.abs(x_raw).max())
+    w_i = _int_bits(np.abs(w).max())
+    acc = np.abs(b) + np.abs(x_raw).astype(np.float64) @ np.abs(w)  # bound on every partial sum
+    acc_i = _int_bits(1.25 * acc.max())
+    b_i = _int_bits(np.abs(b).max())
+    return {input_name: {"Precision": {"result": f"ap_fixed<{in_i + frac_bits},{in_i}>"}},
+            first.name: {"Precision": {"weight": f"ap_fixed<{w_i + 16},{w_i}>",
+                                       "bias": f"ap_fixed<{b_i + frac_bits + 2},{b_i}>",
+                                       "accum": f"ap_fixed<{acc_i + frac_bits + 2},{acc_i}>"}}}
+
+
+def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None = None):
+    """An hls4ml ModelGraph of a tf_keras model, its project in ``out_dir``.
+    A layer hls4ml cannot convert is named in the error."""
+    keras_v2_to_hls, create_config = _hls4ml()
+    config = create_config(output_dir=str(out_dir), project_name=PROJECT, backend=BACKEND, part=hls.part,
+                           clock_period=hls.clock_period, io_type=hls.io_type)
+    config.update(KerasModel=model, InputData=None, OutputPredictions=None)
+    config["HLSConfig"] = {"Model": {"Precision": hls.precision, "ReuseFactor": hls.reuse_factor,
+                                     "Strategy": STRATEGIES[hls.strategy], "BitExact": None}}
+    if layer_precisions:
+        config["HLSConfig"]["LayerName"] = layer_precisions
+    try:
+        return keras_v2_to_hls(config)
+    except Exception as exc:  # hls4ml raises bare Exceptions naming the layer type
+        layer = next((l.name for l in model.layers if type(l).__name__ in str(exc)), None)
+        where = f"layer {layer} ({type(model.get_layer(layer)).__name__})" if layer else "the model"
+        raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
+
+
+_GRAPH = None  # the compiled model a forked C-simulation worker uses
+
+
+def _predict_chunk(x: np.ndarray) -> np.ndarray:
+    return np.asarray(_GRAPH.predict(np.ascontiguousarray(x)), np.float64).reshape(len(x), -1)
+
+
+def csim_predict(graph, x: np.ndarray, processes: int | None = None) -> np.ndarray:
+    """C-simulate ``x`` with a compiled graph. hls4ml's ``predict`` is a
+    single-threaded loop over samples, so the samples are split across
+    forked processes (each inherits the loaded simulation library)."""
+    global _GRAPH
+    processes = processes or min(os.cpu_count() or 1, 8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if processes <= 1 or len(x) < 2 * processes:
+        return np.asarray(graph.predict(x), np.float64).reshape(len(x), -1)
+    _GRAPH = graph
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            parts = pool.map(_predict_chunk, np.array_split(x, processes))
+    finally:
+        _GRAPH = None
+    return np.concatenate(parts)
+
+
+def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
+    """A copy of ``model`` that takes raw inputs: the first Dense layer absorbs
+    (x - mean) / std, i.e. W' = W / std[:, None] and b' = b - (mean / std) @ W.
+    So the firmware takes detector inputs directly."""
+    from data.backend import keras
+
+    first = next((l for l in model.layers if type(l).__name__ in ("Dense", "Conv2D")), None)
+    if first is None or type(first).__name__ != "Dense" or np.ndim(mean) != 1:
+        kind = type(first).__name__ if first is not None else "no weighted layer"
+        raise HepPruneError(f"cannot fold the input standardisation into the first layer ({kind}); "
+                            "only a first Dense layer on flat inputs can absorb it")
+    folded = keras.models.clone_model(model)
+    folded.set_weights(model.get_weights())
+    w, *rest = first.get_weights()
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    new_w = (w / std[:, None]).astype(np.float32)
+    bias = rest[0] if first.use_bias else np.zeros(w.shape[1])
+    new_b = (bias - (mean / std) @ w).astype(np.float32)
+    if not first.use_bias and np.any(new_b):
+        raise HepPruneError(f"cannot fold the standardisation: {first.name} has no bias")
+    folded.get_layer(first.name).set_weights([new_w, new_b] if first.use_bias else [new_w])
+    return folded

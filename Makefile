@@ -32,6 +32,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VPY) bench/bench_loader.py
 	$(VPY) bench/bench_prune.py
+	@test -f $(DEMO)/prune_0.75/model.h5 || $(MAKE) demo
+	$(VPY) bench/bench_csim.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -24,7 +24,9 @@ def setup_logging(verbose: bool = False) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     # TensorFlow's absl logger chatters at INFO on every epoch ("Sharding callback ...").
     logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." on every TFLite export
+    # TensorFlow's Python logger: "Assets written to ..." on every TFLite export, retracing notices
+    # for the short last batch of each model. Real problems raise.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(r["path"]).iterdir())
         print(f"{r['path']}: {' '.join(files)}")
+    hls = run_dir / "hls4ml"
+    if hls.is_dir():
+        print(f"{hls}: hls4ml projects {' '.join(sorted(p.name + '/' for p in hls.iterdir() if p.is_dir()))}")
     print(f"\nTensorBoard: tensorboard --logdir {run_dir}")
     return 0
 

@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VPY) prune/sensitivity_scan.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) prune/train_model_prune.py --config configs/demo.yaml --run-dir $(DEMO) --overwrite
 	$(VPY) prune/analyze_prune.py --config configs/demo.yaml --run-dir $(DEMO)
+	$(VPY) ptq/bitwidth_scan.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) ptq/summarize_run.py $(DEMO)
 
 test: $(STAMP)

@@ -3,7 +3,7 @@
     python bench/bench_csim.py [--samples 200000] [--model runs/demo/prune_0.75/model.h5]
 
 hls4ml's ``predict`` is a single-threaded loop over samples; hepprune splits
-the samples across forked processes (prune/hls_bridge.csim_predict). Both
+the samples across forked processes (ptq/hls_bridge.csim_predict). Both
 runs use the same compiled project and inputs, in one run; the outputs must
 be identical. Target (issue 4): >= 1.8x the throughput of one process on 2 cores.
 """
@@ -36,7 +36,7 @@ def main() -> None:
 
     from data.backend import keras
     from data.config import HlsConfig
-    from prune.hls_bridge import convert, csim_predict
+    from ptq.hls_bridge import convert, csim_predict
 
     model = keras.models.load_model(args.model, compile=False)
     x = np.random.default_rng(0).normal(size=(args.samples, *model.input_shape[1:])).astype(np.float32)

@@ -152,8 +152,9 @@ class AnalysisConfig:
 class HlsConfig:
     precision: str = _opt("ap_fixed<16,6>", "hls4ml default precision, ap_fixed<W,I>")
     reuse_factor: int = _opt(1, "hls4ml reuse factor (RF): multiplications shared per multiplier", ge=1)
-    strategy: str = _opt("latency", "latency, or resource_unrolled (drops zero-weight multiplications "
-                         "at RF > 1, unlike plain resource)", choices=("latency", "resource_unrolled"))
+    strategy: str = _opt("latency", "latency; resource_unrolled for RF > 1 (drops zero-weight multiplications); "
+                         "resource (plain: keeps them, weights in BRAM)",
+                         choices=("latency", "resource_unrolled", "resource"))
     io_type: str = _opt("io_parallel", "hls4ml io_type", choices=("io_parallel", "io_stream"))
     part: str = _opt("xcvu13p-flga2577-2-e", "FPGA part for synthesis")
     clock_period: float = _opt(5.0, "clock period in ns", gt=0)
@@ -165,6 +166,24 @@ class HlsConfig:
     def __post_init__(self) -> None:
         if precision_bits(self.precision) is None:
             raise ConfigError(f"hls.precision must look like ap_fixed<W,I>, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class PtqConfig:
+    widths: list = _opt(None, "total bit widths W of ap_fixed<W,I> the bit-width scan C-simulates; I comes "
+                        "from each layer's ranges", factory=lambda: [6, 8, 10, 12, 14, 16, 18])
+    tolerance: float = _opt(0.01, "relative change of response and resolution vs float still accepted when "
+                            "choosing the smallest width", gt=0, lt=1)
+    models: list = _opt(None, "models the bit-width scan runs on (e.g. baseline, prune_0.75); empty = every "
+                        "finished model; --models overrides", factory=list)
+
+    def __post_init__(self) -> None:
+        w = self.widths
+        if not w or not all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 64 for v in w) \
+                or list(w) != sorted(set(w)):
+            raise ConfigError(f"ptq.widths must be increasing integers between 2 and 64, got {w!r}")
+        if not all(isinstance(v, str) for v in self.models):
+            raise ConfigError("ptq.models must be a list of model names")
 
 
 def precision_bits(precision: str) -> tuple[int, int] | None:
@@ -186,6 +205,8 @@ class Config:
     prune: PruneConfig = _opt(None, "pruning sweep (prune/train_model_prune.py)", factory=PruneConfig)
     analysis: AnalysisConfig = _opt(None, "model comparison (prune/analyze_prune.py)", factory=AnalysisConfig)
     hls: HlsConfig = _opt(None, "hls4ml export and firmware cost", factory=HlsConfig)
+    ptq: PtqConfig = _opt(None, "post-training quantisation bit-width scan (ptq/bitwidth_scan.py)",
+                          factory=PtqConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

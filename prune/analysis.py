@@ -19,10 +19,9 @@ import numpy as np
 
 from data import artifacts, loader, targets
 from data.config import Config
-from data.errors import ConfigError, RunError
 from ptq import metrics as phys
-from ptq import training
-from prune.firmware import WEIGHTED_LAYERS, firmware_cost
+from ptq import run_models, training
+from ptq.firmware import WEIGHTED_LAYERS, firmware_cost
 
 log = logging.getLogger(__name__)
 
@@ -31,46 +30,8 @@ REFERENCE = "reference"
 CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
               "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
               "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
-              "tflite_quant_bytes", "multipliers", "dsp", "hls_max_abs_diff", "hls_response_median")
-
-
-def discover_models(run_dir: Path, names: list[str] | None = None) -> list[tuple[str, Path]]:
-    """(name, stage dir) of the finished baseline and pruned models, baseline first."""
-    found = []
-    for stage in [run_dir / training.BASELINE, *sorted(run_dir.glob("prune_*"))]:
-        if artifacts.is_complete(stage) and (stage / training.MODEL_FILE).is_file():
-            found.append((stage.name, stage))
-    if not found:
-        raise RunError(f"{run_dir} holds no finished model (no baseline/ or prune_*/ with model.h5 and "
-                       "metrics.json); run ptq/trainModel.py and prune/train_model_prune.py first")
-    if names:
-        available = [n for n, _ in found]
-        unknown = [n for n in names if n not in available]
-        if unknown:
-            raise ConfigError(f"unknown model '{unknown[0]}'; models in {run_dir}: {', '.join(available)}")
-        found = [(n, p) for n, p in found if n in names]
-    return found
-
-
-def test_events(prepared: training.Prepared, cfg: Config, samples: int | None):
-    """(raw inputs, true, reference) of the first ``samples`` test events in
-    file order (all if None), read block by block."""
-    blocks = prepared.splits["test"]
-    available = loader.n_events(blocks)
-    if samples is not None and samples > available:
-        raise ConfigError(f"--samples {samples} is larger than the test split ({available} events); "
-                          "use a smaller number or 'all'")
-    want = available if samples is None else samples
-    xs, ts, rs, n = [], [], [], 0
-    for x, t, r in loader.iter_batches(prepared.reader, blocks, 8192):
-        take = min(len(t), want - n)
-        xs.append(x[:take].copy())
-        ts.append(t[:take])
-        rs.append(r[:take])
-        n += take
-        if n >= want:
-            break
-    return np.concatenate(xs), np.concatenate(ts).astype(np.float64), np.concatenate(rs).astype(np.float64)
+              "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
+              "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k", "synth_latency_max_cycles")
 
 
 def layer_sparsity(model) -> dict[str, float]:
@@ -92,31 +53,36 @@ def tflite_sizes(model) -> tuple[int, int]:
 
 
 def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
-                 cfg: Config, out_dir: Path) -> dict:
+                 cfg: Config, out_dir: Path, synth_tool: str | None = None) -> dict:
     """Fold the standardisation into the first layer, export to hls4ml in
-    ``out_dir``, C-simulate the raw inputs and compare with Keras."""
-    from prune import hls_bridge
+    ``out_dir``, C-simulate the raw inputs and compare with Keras; with
+    ``synth_tool``, also C-synthesise the project and read its report."""
+    from ptq import hls_bridge, synthesis
 
     folded = hls_bridge.fold_standardization(model, std.mean, std.std)
     precisions = hls_bridge.raw_input_precisions(folded, x_raw, folded.input_names[0])
-    graph = hls_bridge.convert(folded, out_dir, cfg.hls, precisions)
+    backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
+    graph = hls_bridge.convert(folded, out_dir, cfg.hls, precisions, backend=backend)
     graph.compile()
     y_hls = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
     y_keras = np.concatenate([np.asarray(folded.predict_on_batch(x_raw[i:i + 8192])).reshape(-1)
                               for i in range(0, len(x_raw), 8192)])
     hls_phys = phys.response_metrics(targets.decode(y_hls, ref, cfg.data), true)
-    return {"hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
+    synth = {"synthesis": synthesis.run_synthesis(graph, out_dir)} if synth_tool else {}
+    return {**synth, "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
             "hls_response_median": hls_phys["response_median"], "hls_resolution_q68": hls_phys["resolution_q68"],
             "hls_dir": str(out_dir), "hls_precisions": precisions}
 
 
-def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None) -> dict:
-    """Evaluate every model; return the summary (also what summary.json holds)."""
+def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
+            synth_tool: str | None = None) -> dict:
+    """Evaluate every model; return the summary (also what summary.json holds).
+    ``synth_tool`` (vitis_hls or vivado_hls) adds C synthesis to the hls4ml export."""
     from data.backend import keras
 
-    models = discover_models(run_dir, names)
+    models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    x_raw, true, ref = test_events(prepared, cfg, samples)
+    x_raw, true, ref = run_models.test_events(prepared, samples)
     prepared.reader.close()
     x = prepared.standardization.apply(x_raw.copy())
     a = cfg.analysis
@@ -141,14 +107,14 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
             **phys.response_metrics_with_errors(pred, true, n_bootstrap=a.bootstrap, seed=cfg.seed),
             **training.size_metrics(model, stage / training.MODEL_FILE),
             "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
-            "multipliers": cost["multipliers"], "dsp": cost["dsp"], "firmware": cost,
+            "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
             "layer_sparsity": layer_sparsity(model),
             "binned": phys.binned_metrics(pred, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed),
             "ratio": (pred / true).astype(np.float32),  # for plots; dropped before writing
         }
         if cfg.hls.simulate:
             entry.update(hls_simulate(model, prepared.standardization, x_raw, true, ref, cfg,
-                                      run_dir / "hls4ml" / name))
+                                      run_dir / "hls4ml" / name, synth_tool))
         entries.append(entry)
         log.info("%s: response %.4f, resolution %.4f, %d multipliers, hls max |diff| %s (%.1f s)", name,
                  entry["response_median"], entry["resolution_q68"], entry["multipliers"],
@@ -174,7 +140,9 @@ def write_outputs(summary: dict, out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(clean["models"])
+    writer.writerows({**m, **{f"synth_{k.lower()}": v for k, v in m.get("synthesis", {}).get("totals", {}).items()},
+                      "synth_latency_max_cycles": m.get("synthesis", {}).get("latency_max_cycles")}
+                     for m in clean["models"])
     artifacts.write_text(out / "summary.csv", buf.getvalue())
     artifacts.write_text(out / "report.md", report.markdown(clean))
     artifacts.write_metrics(out, {"stage": STAGE, "samples": summary["samples"],

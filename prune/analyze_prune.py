@@ -21,18 +21,6 @@ from data.cli import ArgumentParser, run
 from data.errors import ConfigError
 
 
-def _samples(text: str) -> int | None:
-    if text == "all":
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"--samples must be a positive integer or 'all', got '{text}'")
-    return n
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="analyze_prune.py", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
@@ -41,18 +29,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samples", help="test events per model, or 'all' (default: analysis.samples)")
     p.add_argument("--models", help="comma-separated model names, e.g. baseline,prune_0.50 (default: all)")
     p.add_argument("--no-hls", action="store_true", help="skip the hls4ml export and C simulation")
+    p.add_argument("--synth", action="store_true",
+                   help="also C-synthesise each export with vitis_hls or vivado_hls (must be on PATH)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
-    samples = _samples(args.samples) if args.samples else cfg.analysis.samples
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
 
     from prune import analysis, pruning
+    from ptq import run_models, synthesis
+
+    synth_tool = None
+    if args.synth:  # refused before any model is loaded
+        if not cfg.hls.simulate:
+            raise ConfigError("--synth needs the hls4ml export; drop --no-hls (or hls.simulate=false)")
+        synth_tool = synthesis.require_hls_tool()
 
     run_dir = Path(args.run_dir)
-    analysis.discover_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
+    samples = run_models.parse_samples(args.samples, cfg.analysis.samples)
+    run_models.finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names)
+    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
     out = run_dir / analysis.STAGE
     analysis.write_outputs(summary, out)
     print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}"

@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from data import artifacts, config as config_mod
+from data import artifacts
 from data.config import Config
 from data.errors import ConfigError, RunError
-from ptq import training
+from ptq import run_models, training
 from ptq.models import OUTPUT_LAYER, make_loss
 from prune.schedule import Schedule, derive_schedule
 
@@ -49,28 +48,11 @@ def parse_targets(text: str) -> list[float]:
     return targets
 
 
-def load_baseline_config(run_dir: Path) -> Config:
-    stage = run_dir / training.BASELINE
-    model = stage / training.MODEL_FILE
-    if not artifacts.is_complete(stage) or not model.is_file():
-        raise RunError(f"missing baseline: {model} not found or unfinished; run ptq/trainModel.py "
-                       f"--run-dir {run_dir} first")
-    return config_mod.from_dict(yaml.safe_load((stage / training.CONFIG_FILE).read_text()))
-
-
 def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
-    """The data, model and train sections come from the baseline, so later
-    stages see the same split, standardisation, target transform and loss;
-    everything else (seed, prune, analysis, hls) comes from ``cfg``.
-    ``--data`` may point at the same dataset elsewhere."""
-    base = load_baseline_config(run_dir)
-    if (replace(cfg.data, path="") != replace(base.data, path="")) and cfg.data != config_mod.DataConfig():
-        log.warning("the config's data section differs from the baseline's; pruning uses the baseline's "
-                    "(same split, standardisation and target transform)")
-    path = data if data is not None else base.data.path
-    batch_size = cfg.prune.batch_size or base.data.batch_size
-    return replace(cfg, model=base.model, train=base.train,
-                   data=replace(base.data, path=str(Path(path).expanduser().absolute()), batch_size=batch_size))
+    """The baseline's data, model and train sections (see ptq.run_models), with
+    ``prune.batch_size`` applied when set."""
+    cfg = run_models.resolve_run_config(cfg, run_dir, data)
+    return replace(cfg, data=replace(cfg.data, batch_size=cfg.prune.batch_size or cfg.data.batch_size))
 
 
 def prunable_layers(model) -> list[str]:

@@ -28,9 +28,10 @@ def markdown(summary: dict) -> str:
         "",
         f"{summary['samples']} held-out test events. Response = median of pred/true; resolution = half the "
         "15.9-84.1 % width of pred/true (q68), also as std and IQR/1.349; ± are bootstrap standard errors. "
-        "Shifts are relative to the baseline. Multipliers: hls4ml Latency strategy after pruning "
-        f"(RF {summary['models'][0]['firmware']['reuse_factor']}, "
-        f"{summary['models'][0]['firmware']['precision']}).",
+        "Shifts are relative to the baseline. Multipliers: hls4ml's count after pruning "
+        f"({summary['models'][0]['firmware'].get('strategy', 'latency')} strategy, "
+        f"RF {summary['models'][0]['firmware']['reuse_factor']}, {summary['models'][0]['firmware']['precision']}); "
+        "DSP and BRAM18K are estimates without vendor tools.",
         "",
         "## Physics",
         "",
@@ -45,11 +46,22 @@ def markdown(summary: dict) -> str:
                  f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | {ref['resolution_iqr']:.4f} | - | - |")
     lines += ["", "## Size and firmware cost", "",
               "| model | params | nonzero | HDF5 bytes | gzip bytes | TFLite bytes | TFLite quant. bytes | "
-              "multipliers | est. DSPs |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "multipliers | est. DSPs | est. BRAM18K |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in summary["models"]:
         lines.append(f"| {m['name']} | {m['params']} | {m['nonzero_params']} | {m['h5_bytes']} | {m['gzip_bytes']} | "
-                     f"{m['tflite_bytes']} | {m['tflite_quant_bytes']} | {m['multipliers']} | {m['dsp']} |")
+                     f"{m['tflite_bytes']} | {m['tflite_quant_bytes']} | {m['multipliers']} | {m['dsp']} | "
+                     f"{m['bram_18k']} |")
+    if any("synthesis" in m for m in summary["models"]):
+        lines += ["", "## C synthesis (vendor report)", "",
+                  "| model | tool | part | DSP | LUT | FF | BRAM18K | latency (cycles) | interval | clock est. (ns) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in summary["models"]:
+            if "synthesis" in m:
+                r, t = m["synthesis"], m["synthesis"]["totals"]
+                lines.append(f"| {m['name']} | {r['tool']} {r['version']} | {r['part']} | {t['DSP']} | {t['LUT']} | "
+                             f"{t['FF']} | {t['BRAM_18K']} | {r['latency_min_cycles']}-{r['latency_max_cycles']} | "
+                             f"{r['interval_min']}-{r['interval_max']} | {r['clock_estimated_ns']} |")
     if any("hls_max_abs_diff" in m for m in summary["models"]):
         lines += ["", "## hls4ml C simulation", "",
                   "Input standardisation folded into the first layer (the firmware takes raw inputs); "

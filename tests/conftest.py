@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,34 @@ def assert_one_line_error(proc, *fragments):
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+PRUNED_RUN_CONFIG = textwrap.dedent("""
+    seed: 5
+    data: {batch_size: 64, shuffle_buffer: 2000}
+    model: {hidden_units: [32, 16]}
+    train: {epochs: 2, early_stopping_patience: 0}
+    prune: {targets: [0.5], epochs: 5, warmup_epochs: 1, pruning_epochs: 2}
+    analysis: {samples: 200, n_bins: 3, bootstrap: 20}
+""")
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tmp_path_factory):
+    """A tiny finished run (baseline and prune_0.50), built once; copy it before changing it."""
+    root = tmp_path_factory.mktemp("analysis")
+    (root / "config.yaml").write_text(PRUNED_RUN_CONFIG)
+    make_shard(root / "data.h5", n=3000, seed=9)
+    for script, extra in (("ptq/trainModel.py", ["--data", str(root / "data.h5")]), ("prune/train_model_prune.py", [])):
+        proc = subprocess.run([sys.executable, str(ROOT / script), "--config", str(root / "config.yaml"),
+                               "--run-dir", str(root / "run"), *extra], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def run(pruned_run, tmp_path):
+    """A private copy of the tiny finished run, its config beside it."""
+    shutil.copytree(pruned_run / "run", tmp_path / "run")
+    shutil.copy(pruned_run / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path / "run"

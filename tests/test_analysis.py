@@ -3,46 +3,15 @@
 import csv
 import re
 import json
-import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, make_shard
+from conftest import PRUNED_RUN_CONFIG as CONFIG, assert_one_line_error
 
 pytestmark = pytest.mark.slow
 
-CONFIG = textwrap.dedent("""
-    seed: 5
-    data: {batch_size: 64, shuffle_buffer: 2000}
-    model: {hidden_units: [32, 16]}
-    train: {epochs: 2, early_stopping_patience: 0}
-    prune: {targets: [0.5], epochs: 5, warmup_epochs: 1, pruning_epochs: 2}
-    analysis: {samples: 200, n_bins: 3, bootstrap: 20}
-""")
 KEYS = ("name", "sparsity", "response_median", "response_mean", "resolution_q68", "resolution_std", "params",
         "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes", "tflite_quant_bytes", "multipliers")
-
-
-@pytest.fixture(scope="module")
-def pruned_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analysis")
-    (root / "config.yaml").write_text(CONFIG)
-    make_shard(root / "data.h5", n=3000, seed=9)
-    for script, extra in (("ptq/trainModel.py", ["--data", str(root / "data.h5")]), ("prune/train_model_prune.py", [])):
-        proc = subprocess.run([sys.executable, str(ROOT / script), "--config", str(root / "config.yaml"),
-                               "--run-dir", str(root / "run"), *extra], cwd=ROOT, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return root
-
-
-@pytest.fixture
-def run(pruned_run, tmp_path):
-    shutil.copytree(pruned_run / "run", tmp_path / "run")
-    shutil.copy(pruned_run / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path / "run"
 
 
 def _analyse(run_cli, run, *args, check_ok=True):
@@ -116,7 +85,7 @@ def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
     import numpy as np
 
     from data.backend import keras
-    from prune.hls_bridge import fold_standardization
+    from ptq.hls_bridge import fold_standardization
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5,), name="inputs"), keras.layers.Dense(8, name="fc1"),
@@ -137,10 +106,47 @@ def test_a_layer_hls4ml_cannot_convert_is_named(tmp_path):
     from data.backend import keras
     from data.config import HlsConfig
     from data.errors import HepPruneError
-    from prune.hls_bridge import convert
+    from ptq.hls_bridge import convert
 
     model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Lambda(lambda t: 2 * t, name="doubler"),
                               keras.layers.Dense(1, name="output")])
     with pytest.raises(HepPruneError, match="hls4ml cannot convert layer doubler \\(Lambda\\)"):
         convert(model, tmp_path / "prj", HlsConfig())
+
+
+def test_synth_without_a_vendor_tool_is_refused_up_front(run, run_cli):
+    from ptq.synthesis import find_hls_tool
+
+    if find_hls_tool() is not None:
+        pytest.skip("vitis_hls or vivado_hls is on PATH here; --synth would really run")
+    assert_one_line_error(_analyse(run_cli, run, "--synth", check_ok=False), "--synth needs vitis_hls or vivado_hls")
+    assert_one_line_error(_analyse(run_cli, run, "--synth", "--no-hls", check_ok=False),
+                          "--synth needs the hls4ml export")
+    assert not (run / "analysis").exists() and not (run / "hls4ml").exists()
+
+
+def test_report_shows_the_vendor_synthesis_table(run, run_cli):
+    from conftest import ROOT
+    from prune import report
+    from ptq.synthesis import parse_report
+
+    _analyse(run_cli, run, "--no-hls")
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    canned = parse_report(ROOT / "tests/data/synth/vitis")
+    summary["models"][1]["synthesis"] = canned
+    md = report.markdown(summary)
+    assert "## C synthesis (vendor report)" in md
+    assert "| prune_0.50 | vitis_hls 2023.2 | xcvu13p-flga2577-2-e | 38 | 5873 | 2145 | 0 | 4-4 | 1-1 | 3.412 |" in md
+    assert "| baseline | vitis_hls" not in md  # only models that were synthesised
+
+
+def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_cli):
+    _analyse(run_cli, run, "--no-hls", "--models", "prune_0.50", "--set", "hls.strategy=resource",
+             "--set", "hls.reuse_factor=4")
+    (m,) = json.loads((run / "analysis/summary.json").read_text())["models"]
+    # fc1 4x32, fc2 32x16, output 16x1 at RF 4: ceil(n/4) multipliers each, pruned zeros included.
+    assert m["multipliers"] == 32 + 128 + 4
+    # ROM words of n/4 16-bit weights, 4 deep: ceil(32*16/36) + ceil(128*16/36) + ceil(4*16/36) BRAM18K.
+    assert m["bram_18k"] == 15 + 57 + 2
+    assert "| est. BRAM18K |" in (run / "analysis/report.md").read_text()

@@ -55,7 +55,7 @@ def test_empty_input_is_an_error():
 
 
 def test_multiplier_count_for_a_layer_with_known_zeros():
-    from prune.firmware import layer_multipliers
+    from ptq.firmware import layer_multipliers
 
     kernel = np.ones((10, 8), np.float32)  # 80 weights
     kernel.flat[:30] = 0.0  # 30 zeros
@@ -68,7 +68,7 @@ def test_multiplier_count_for_a_layer_with_known_zeros():
 def test_firmware_cost_of_a_model():
     from data.backend import keras
     from data.config import HlsConfig
-    from prune.firmware import firmware_cost
+    from ptq.firmware import firmware_cost
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
@@ -80,3 +80,17 @@ def test_firmware_cost_of_a_model():
     assert cost["multipliers"] == 16 and cost["dsp"] == 16  # 16-bit weights use DSPs
     narrow = firmware_cost(model, HlsConfig(precision="ap_fixed<8,3>"))
     assert narrow["multipliers"] == 16 and narrow["dsp"] == 0
+
+
+def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():
+    from ptq.firmware import layer_bram18, layer_multipliers
+
+    kernel = np.ones((64, 32), np.float32)  # 2048 weights
+    kernel.flat[:1024] = 0.0
+    assert layer_multipliers(kernel, 4, drops_zeros=False) == 512  # zeros still multiplied
+    assert layer_multipliers(kernel, 4) == 512 - 256
+    # RF 4: a ROM 4 deep whose words hold 512 16-bit weights = 8192 bits -> 228 BRAM18K of 36 bits.
+    assert layer_bram18(2048, 16, 4, "resource") == 228
+    # RF 1024: 2 weights per word (32 bits -> 1 BRAM wide), 1024 deep -> 2 BRAM18K deep.
+    assert layer_bram18(2048, 16, 1024, "resource") == 2
+    assert layer_bram18(2048, 16, 4, "resource_unrolled") == 0 and layer_bram18(2048, 16, 1, "resource") == 0

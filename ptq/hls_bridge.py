@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PROJECT = "hepprune"
 BACKEND = "Vitis"
-STRATEGIES = {"latency": "Latency", "resource_unrolled": "resource_unrolled"}
+STRATEGIES = {"latency": "Latency", "resource": "Resource", "resource_unrolled": "resource_unrolled"}
 
 
 def _hls4ml():
@@ -39,9 +39,11 @@ def _hls4ml():
     return keras_v2_to_hls, create_config
 
 
-def _int_bits(max_abs: float) -> int:
-    """Integer bits (sign included) of an ap_fixed that holds +-max_abs."""
-    return max(1, int(np.ceil(np.log2(max(float(max_abs), 1e-6)))) + 1)
+def int_bits(max_abs: float) -> int:
+    """Integer bits I (sign included) of the narrowest ap_fixed<W,I> whose
+    range [-2^(I-1), 2^(I-1)) holds +-max_abs. Below 0.5 it is <= 0: small
+    weights need no integer bits, and spending none keeps their precision."""
+    return int(np.floor(np.log2(max(float(max_abs), 2.0 ** -24)))) + 2
 
 
 def raw_input_precisions(folded, x_raw: np.ndarray, input_name: str, frac_bits: int = 10) -> dict:
@@ -52,22 +54,23 @@ def raw_input_precisions(folded, x_raw: np.ndarray, input_name: str, frac_bits: 
     actual ranges (25 % headroom), with ``frac_bits`` fractional bits."""
     first = next(l for l in folded.layers if type(l).__name__ == "Dense")
     w, b = first.get_weights()[0], first.get_weights()[1] if first.use_bias else np.zeros(first.units)
-    in_i = _int_bits(1.25 * np.abs(x_raw).max())
-    w_i = _int_bits(np.abs(w).max())
+    in_i = int_bits(1.25 * np.abs(x_raw).max())
+    w_i = int_bits(np.abs(w).max())
     acc = np.abs(b) + np.abs(x_raw).astype(np.float64) @ np.abs(w)  # bound on every partial sum
-    acc_i = _int_bits(1.25 * acc.max())
-    b_i = _int_bits(np.abs(b).max())
+    acc_i = int_bits(1.25 * acc.max())
+    b_i = int_bits(np.abs(b).max())
     return {input_name: {"Precision": {"result": f"ap_fixed<{in_i + frac_bits},{in_i}>"}},
             first.name: {"Precision": {"weight": f"ap_fixed<{w_i + 16},{w_i}>",
                                        "bias": f"ap_fixed<{b_i + frac_bits + 2},{b_i}>",
                                        "accum": f"ap_fixed<{acc_i + frac_bits + 2},{acc_i}>"}}}
 
 
-def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None = None):
+def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None = None, backend: str = BACKEND):
     """An hls4ml ModelGraph of a tf_keras model, its project in ``out_dir``.
-    A layer hls4ml cannot convert is named in the error."""
+    A layer hls4ml cannot convert is named in the error. ``backend`` matters
+    only for synthesis (Vitis for vitis_hls, Vivado for vivado_hls)."""
     keras_v2_to_hls, create_config = _hls4ml()
-    config = create_config(output_dir=str(out_dir), project_name=PROJECT, backend=BACKEND, part=hls.part,
+    config = create_config(output_dir=str(out_dir), project_name=PROJECT, backend=backend, part=hls.part,
                            clock_period=hls.clock_period, io_type=hls.io_type)
     config.update(KerasModel=model, InputData=None, OutputPredictions=None)
     config["HLSConfig"] = {"Model": {"Precision": hls.precision, "ReuseFactor": hls.reuse_factor,
@@ -82,29 +85,51 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
         raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
 
 
-_GRAPH = None  # the compiled model a forked C-simulation worker uses
+def _csim_chunk(lib: str, function: str, firmware_dir: str, x: np.ndarray, n_out: int) -> np.ndarray:
+    """hls4ml's per-sample loop (ModelGraph._predict) for one input, run on
+    the compiled library alone, so a worker needs neither TensorFlow nor hls4ml."""
+    import ctypes
+
+    os.chdir(firmware_dir)  # as hls4ml does: weights may be read from firmware/weights
+    top = getattr(ctypes.cdll.LoadLibrary(lib), function)
+    row = np.ctypeslib.ndpointer(ctypes.c_float, flags="C_CONTIGUOUS")
+    top.restype, top.argtypes = None, [row, row]
+    out = np.zeros((len(x), n_out), np.float32)
+    for i in range(len(x)):
+        top(x[i], out[i])
+    return out
 
 
-def _predict_chunk(x: np.ndarray) -> np.ndarray:
-    return np.asarray(_GRAPH.predict(np.ascontiguousarray(x)), np.float64).reshape(len(x), -1)
+class CsimError(HepPruneError):
+    """The C simulation aborted (an ap_types assertion, say) in its worker."""
 
 
 def csim_predict(graph, x: np.ndarray, processes: int | None = None) -> np.ndarray:
-    """C-simulate ``x`` with a compiled graph. hls4ml's ``predict`` is a
-    single-threaded loop over samples, so the samples are split across
-    forked processes (each inherits the loaded simulation library)."""
-    global _GRAPH
-    processes = processes or min(os.cpu_count() or 1, 8)
+    """C-simulate ``x`` with a compiled graph (one input), outputs flattened per
+    sample. hls4ml's ``predict`` is a single-threaded loop over samples, so
+    the samples are split across worker processes. They are *spawned*, not
+    forked: forking a process that runs TensorFlow's threads can deadlock
+    the child on a lock some thread held (seen here, intermittently). Being
+    separate processes, an abort inside the simulation library (ap_types
+    asserts on some types) becomes a CsimError instead of killing the caller."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    cfg = graph.config
+    out_dir = Path(cfg.get_output_dir()).resolve()
+    lib = str(out_dir / "firmware" / f"{cfg.get_project_name()}-{cfg.get_config_value('Stamp')}.so")
+    args = (lib, f"{cfg.get_project_name()}_float", str(out_dir / "firmware"))
+    n_out = int(sum(v.size() for v in graph.get_output_variables()))
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if processes <= 1 or len(x) < 2 * processes:
-        return np.asarray(graph.predict(x), np.float64).reshape(len(x), -1)
-    _GRAPH = graph
+    processes = processes or min(os.cpu_count() or 1, 8)
+    processes = max(1, min(processes, len(x) // 1000))  # a worker's start-up costs about 1000 samples
+    chunks = np.array_split(x, processes)
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            parts = pool.map(_predict_chunk, np.array_split(x, processes))
-    finally:
-        _GRAPH = None
-    return np.concatenate(parts)
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_csim_chunk, *zip(*[(*args, c, n_out) for c in chunks])))
+    except BrokenProcessPool:
+        raise CsimError(f"the C simulation of {out_dir} aborted (see the message above)") from None
+    return np.concatenate(parts).astype(np.float64)
 
 
 def fold_standardization(model, mean: np.ndarray, std: np.ndarray):

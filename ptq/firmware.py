@@ -1,0 +1,59 @@
+"""Firmware cost without vendor tools: multipliers after pruning, DSPs, BRAM.
+
+hls4ml's Latency strategy unrolls every multiplication of a layer and drops
+those by a zero weight; it writes, in parameters.h,
+``multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor``
+(C++ integer division; for Conv2D n_in * n_out is the kernel size).
+``resource_unrolled`` hard-codes the weights in the same way and drops zeros
+too. Plain Resource (RF > 1) keeps every multiplier, DIV_ROUNDUP(n_in * n_out, RF),
+and stores the weights in a ROM of depth RF whose words hold that many
+weights (``ARRAY_RESHAPE block factor``, ``ROM_nP_BRAM``), i.e. BRAM18K
+blocks of 36 bits x 512 words. Narrow weights are multiplied in LUTs rather
+than DSPs, so the DSP estimate is zero below ``dsp_min_bits``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from data.config import HlsConfig, precision_bits
+
+WEIGHTED_LAYERS = ("Dense", "Conv2D")
+BRAM18_BITS, BRAM18_DEPTH = 36, 512  # the widest BRAM18K aspect ratio
+
+
+def layer_multipliers(kernel: np.ndarray, reuse_factor: int, drops_zeros: bool = True) -> int:
+    block_factor = math.ceil(np.asarray(kernel).size / reuse_factor)
+    if not drops_zeros:
+        return block_factor
+    return block_factor - int(np.count_nonzero(np.asarray(kernel) == 0)) // reuse_factor
+
+
+def layer_bram18(n_weights: int, weight_bits: int, reuse_factor: int, strategy: str) -> int:
+    """BRAM18K blocks holding a layer's weights: only plain Resource at RF > 1
+    keeps them in a ROM; the other strategies hard-code them in logic."""
+    if strategy != "resource" or reuse_factor <= 1:
+        return 0
+    block_factor = math.ceil(n_weights / reuse_factor)
+    return math.ceil(block_factor * weight_bits / BRAM18_BITS) * math.ceil(reuse_factor / BRAM18_DEPTH)
+
+
+def firmware_cost(model, hls: HlsConfig) -> dict:
+    """Per-layer and total multipliers, estimated DSPs and BRAM18Ks of a tf_keras model."""
+    width, _ = precision_bits(hls.precision)
+    uses_dsp = width >= hls.dsp_min_bits
+    drops_zeros = hls.strategy != "resource"
+    layers = {}
+    for layer in model.layers:
+        if type(layer).__name__ not in WEIGHTED_LAYERS:
+            continue
+        kernel = layer.get_weights()[0]
+        mults = layer_multipliers(kernel, hls.reuse_factor, drops_zeros)
+        layers[layer.name] = {"weights": int(kernel.size), "zeros": int(np.count_nonzero(kernel == 0)),
+                              "multipliers": mults, "dsp": mults if uses_dsp else 0,
+                              "bram_18k": layer_bram18(kernel.size, width, hls.reuse_factor, hls.strategy)}
+    return {"reuse_factor": hls.reuse_factor, "precision": hls.precision, "strategy": hls.strategy,
+            "layers": layers, "multipliers": sum(v["multipliers"] for v in layers.values()),
+            "dsp": sum(v["dsp"] for v in layers.values()), "bram_18k": sum(v["bram_18k"] for v in layers.values())}

@@ -1,0 +1,228 @@
+"""Post-training quantisation scan: the narrowest ap_fixed<W,I> a model tolerates.
+
+A scan varies one number, the total width W. Each layer's integer bits I
+come from the ranges that layer really sees on held-out events (weights,
+biases, a bound on every partial sum of its accumulator, outputs), so no bit
+is spent on range a layer never uses and the rest of the W bits are
+fractional. Every W is exported with hls4ml and C-simulated, bit-accurately,
+on the same events. The chosen W is the smallest from which every wider W
+keeps response and resolution within a relative tolerance of the float
+model (a lucky narrow width below a failing one is not trusted).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from data import targets
+from data.config import Config
+from ptq import hls_bridge
+from ptq import metrics as phys
+from ptq.hls_bridge import int_bits
+
+log = logging.getLogger(__name__)
+
+HEADROOM = 1.25  # activations and sums on unseen events may exceed what the scan events showed
+
+
+def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
+    """Largest magnitude per hls4ml precision slot, per layer, on inputs ``x``:
+    ``result`` (every layer's output, and the input layer's), and ``weight``
+    and ``bias`` for Dense layers."""
+    from data.backend import keras
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    values = probe.predict(x, batch_size=8192, verbose=0)
+    values = values if isinstance(values, list) else [values]
+    ranges = {model.input_names[0]: {"result": float(np.abs(x).max())}}
+    for layer, out in zip(layers, values):
+        r = {"result": float(np.abs(out).max())}
+        if type(layer).__name__ == "Dense":
+            w = layer.get_weights()[0]
+            b = layer.get_weights()[1] if layer.use_bias else np.zeros(1)
+            r.update(weight=float(np.abs(w).max()), bias=float(np.abs(b).max()))
+        ranges[layer.name] = r
+    return ranges
+
+
+def fixed(width: int, integer: int) -> str:
+    """Rounded and saturating: truncation would bias every value downwards
+    (a response shift), and wrap-around turns an overflow into a sign flip.
+    I is capped at W: a value that needs more saturates, and the scan shows it."""
+    return f"ap_fixed<{width},{min(integer, width)},AP_RND,AP_SAT>"
+
+
+def width_precisions(ranges: dict[str, dict[str, float]], width: int) -> dict:
+    """hls4ml ``LayerName`` precisions at total width ``width`` for every stored
+    value (inputs, weights, biases, layer outputs). Accumulators are left to
+    hls4ml's exact type inference ("auto"), so the sums add no error of their own."""
+    out = {}
+    for name, r in ranges.items():
+        p = {key: fixed(width, int_bits(v if key in ("weight", "bias") else HEADROOM * v)) for key, v in r.items()}
+        if "weight" in r:
+            p["accum"] = "auto"
+        out[name] = {"Precision": p}
+    return out
+
+
+def within_tolerance(row: dict, reference: dict, tolerance: float) -> bool:
+    """Response and resolution within ``tolerance`` (relative) of the float model;
+    a better resolution is never a failure."""
+    return (abs(row["response_median"] / reference["response_median"] - 1) <= tolerance
+            and row["resolution_q68"] <= reference["resolution_q68"] * (1 + tolerance))
+
+
+def choose_width(rows: list[dict]) -> int | None:
+    """The smallest width from which every wider one is within tolerance too."""
+    chosen = None
+    for row in sorted(rows, key=lambda r: -r["width"]):
+        if not row["within_tolerance"]:
+            break
+        chosen = row["width"]
+    return chosen
+
+
+def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Config, work_dir: Path,
+         widths: list[int]) -> dict:
+    """C-simulate ``folded`` (a model taking raw inputs) at every width; return
+    the float metrics, one row per width and the chosen width (None if no
+    width is within tolerance)."""
+    ranges = layer_ranges(folded, x_raw)
+    y_float = np.asarray(folded.predict(x_raw, batch_size=8192, verbose=0), np.float64).reshape(-1)
+    float_metrics = phys.response_metrics(targets.decode(y_float, ref, cfg.data), true)
+    output_bits = int_bits(HEADROOM * max(r["result"] for r in ranges.values()))  # for layers hls4ml adds
+
+    def build(width: int):
+        hls = replace(cfg.hls, precision=fixed(width, output_bits))
+        graph = hls_bridge.convert(folded, work_dir / f"w{width}", hls, width_precisions(ranges, width))
+        graph.compile()  # g++ in a subprocess: two threads keep both cores busy
+        return graph
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        graphs = list(pool.map(build, widths))
+    rows = []
+    for width, graph in zip(widths, graphs):
+        try:
+            y = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
+        except hls_bridge.CsimError as exc:
+            log.warning("ap_fixed<%d,I>: %s; counted as outside tolerance", width, exc)
+            rows.append({"width": width, "response_median": None, "response_mean": None, "resolution_q68": None,
+                         "resolution_std": None, "max_abs_diff": None, "within_tolerance": False,
+                         "error": "C simulation aborted"})
+            continue
+        m = phys.response_metrics(targets.decode(y, ref, cfg.data), true)
+        row = {"width": width, "response_median": m["response_median"], "response_mean": m["response_mean"],
+               "resolution_q68": m["resolution_q68"], "resolution_std": m["resolution_std"],
+               "max_abs_diff": float(np.abs(y - y_float).max())}
+        row["within_tolerance"] = within_tolerance(row, float_metrics, cfg.ptq.tolerance)
+        rows.append(row)
+        log.info("ap_fixed<%d,I>: response %.4f, resolution %.4f, max |diff| %.3g%s", width, row["response_median"],
+                 row["resolution_q68"], row["max_abs_diff"], "" if row["within_tolerance"] else " (outside tolerance)")
+    chosen = choose_width(rows)
+    return {"float": float_metrics, "widths": rows, "chosen_width": chosen, "tolerance": cfg.ptq.tolerance,
+            "ranges": ranges, "precisions": width_precisions(ranges, chosen) if chosen else None,
+            "default_precision": fixed(chosen, output_bits) if chosen else None}
+
+
+# ------------------------------------------------------------ run directory
+
+STAGE = "ptq"
+CSV_FIELDS = ("width", "response_median", "response_mean", "resolution_q68", "resolution_std", "max_abs_diff",
+              "within_tolerance")
+
+
+def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None) -> dict:
+    """Scan every selected model of the run; write RUN/ptq/<model>/ for each
+    as soon as it is done, so a killed job keeps the finished models."""
+    import shutil
+    import tempfile
+
+    from data import artifacts
+    from data.backend import keras
+    from ptq import run_models, training
+
+    models = run_models.finished_models(run_dir, names)
+    prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
+    x_raw, true, ref = run_models.test_events(prepared, samples)
+    prepared.reader.close()
+    std = prepared.standardization
+    results = {}
+    for name, stage in models:
+        model = keras.models.load_model(str(stage / training.MODEL_FILE), compile=False)
+        folded = hls_bridge.fold_standardization(model, std.mean, std.std)
+        out = run_dir / STAGE / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / artifacts.METRICS_FILE).unlink(missing_ok=True)  # unfinished until the new scan is written
+        log.info("%s: scanning widths %s on %d test events", name, cfg.ptq.widths, len(true))
+        with tempfile.TemporaryDirectory(prefix=".scan.", dir=out) as work:
+            result = scan(folded, x_raw, true, ref, cfg, Path(work), cfg.ptq.widths)
+        result.update(model=name, samples=int(len(true)))
+        project = out / "hls4ml"
+        shutil.rmtree(project, ignore_errors=True)
+        if result["chosen_width"]:  # the project to synthesise: written, not compiled
+            hls = replace(cfg.hls, precision=result["default_precision"])
+            hls_bridge.convert(folded, project, hls, result["precisions"]).write()
+        write_scan(result, out)
+        results[name] = result
+        if result["chosen_width"] is None:
+            log.warning("%s: no width in %s is within tolerance %g of float; widen ptq.widths", name,
+                        cfg.ptq.widths, cfg.ptq.tolerance)
+    return results
+
+
+def write_scan(result: dict, out: Path) -> None:
+    """scan.json, scan.csv and scan.png, then metrics.json (the marker that it finished)."""
+    import csv
+    import io
+
+    from data import artifacts
+
+    artifacts.write_json(out / "scan.json", result)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in CSV_FIELDS} for r in result["widths"])
+    artifacts.write_text(out / "scan.csv", buf.getvalue())
+    plot(result, out / "scan.png")
+    artifacts.write_metrics(out, {"stage": STAGE, "model": result["model"], "chosen_width": result["chosen_width"],
+                                  "precision": result["default_precision"], "tolerance": result["tolerance"],
+                                  "float": result["float"], "samples": result["samples"]})
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data import artifacts
+
+    rows, ref, tol = result["widths"], result["float"], result["tolerance"]
+    w = [r["width"] for r in rows]
+    fig, axes = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
+    for ax, key, label in ((axes[0], "response_median", "median pred/true"),
+                           (axes[1], "resolution_q68", "resolution (q68 of pred/true)")):
+        ax.plot(w, [r[key] for r in rows], "o-", label="hls4ml C simulation")
+        ax.axhline(ref[key], color="k", lw=1, label="float (Keras)")
+        if key == "response_median":
+            ax.axhspan(ref[key] * (1 - tol), ref[key] * (1 + tol), color="grey", alpha=0.2, label="tolerance")
+        else:
+            ax.axhspan(0, ref[key] * (1 + tol), color="grey", alpha=0.2, label="tolerance")
+            ax.set_ylim(0, max(ref[key] * 2, min(max(r[key] for r in rows), ref[key] * 5)))
+        if result["chosen_width"]:
+            ax.axvline(result["chosen_width"], color="C3", ls="--", lw=1, label=f"chosen W={result['chosen_width']}")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title(f"{result['model']}: ap_fixed<W,I>, I per layer from its ranges")
+    axes[1].set_xlabel("total bits W")
+    fig.tight_layout()
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

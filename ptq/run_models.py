@@ -1,0 +1,101 @@
+"""The finished models of a run directory and the held-out events to compare them on.
+
+Later stages (the pruning analysis, the bit-width scan) evaluate models on
+the baseline's dataset, split and standardisation, so they read the run's
+settings from ``RUN/baseline/config.yaml`` here rather than trusting their
+own config's data section.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data import artifacts, loader
+from data import config as config_mod
+from data.config import Config
+from data.errors import ConfigError, RunError
+from ptq import training
+
+log = logging.getLogger(__name__)
+
+
+def load_baseline_config(run_dir: Path) -> Config:
+    stage = Path(run_dir) / training.BASELINE
+    model = stage / training.MODEL_FILE
+    if not artifacts.is_complete(stage) or not model.is_file():
+        raise RunError(f"missing baseline: {model} not found or unfinished; run ptq/trainModel.py "
+                       f"--run-dir {run_dir} first")
+    return config_mod.from_dict(yaml.safe_load((stage / training.CONFIG_FILE).read_text()))
+
+
+def resolve_run_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
+    """``cfg`` with the data, model and train sections of the run's baseline,
+    so every later stage sees the same split, standardisation, target
+    transform and loss. ``data`` may point at the same dataset elsewhere."""
+    base = load_baseline_config(run_dir)
+    if (replace(cfg.data, path="") != replace(base.data, path="")) and cfg.data != config_mod.DataConfig():
+        log.warning("the config's data section differs from the baseline's; using the baseline's "
+                    "(same split, standardisation and target transform)")
+    path = data if data is not None else base.data.path
+    return replace(cfg, model=base.model, train=base.train,
+                   data=replace(base.data, path=str(Path(path).expanduser().absolute())))
+
+
+def finished_models(run_dir: Path, names: list[str] | None = None) -> list[tuple[str, Path]]:
+    """(name, stage dir) of every finished model in the run (a stage directory
+    with model.h5 and metrics.json), baseline first; only ``names`` if given."""
+    run_dir = Path(run_dir)
+    stages = sorted(p for p in run_dir.glob("*") if p.is_dir() and p.name != training.BASELINE)
+    found = [(s.name, s) for s in [run_dir / training.BASELINE, *stages]
+             if artifacts.is_complete(s) and (s / training.MODEL_FILE).is_file()]
+    if not found:
+        raise RunError(f"{run_dir} holds no finished model (no baseline/ or prune_*/ with model.h5 and "
+                       "metrics.json); run ptq/trainModel.py and prune/train_model_prune.py first")
+    if names:
+        available = [n for n, _ in found]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ConfigError(f"unknown model '{unknown[0]}'; models in {run_dir}: {', '.join(available)}")
+        found = [(n, p) for n, p in found if n in names]
+    return found
+
+
+def parse_samples(text: str | None, default: int) -> int | None:
+    """``--samples N|all``: a positive count, or None for the whole test split."""
+    if text is None:
+        return default
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--samples must be a positive integer or 'all', got '{text}'")
+    return n
+
+
+def test_events(prepared: training.Prepared, samples: int | None):
+    """(raw inputs, true, reference) of the first ``samples`` test events in
+    file order (all if None), read block by block, never the whole dataset."""
+    blocks = prepared.splits["test"]
+    available = loader.n_events(blocks)
+    if samples is not None and samples > available:
+        raise ConfigError(f"--samples {samples} is larger than the test split ({available} events); "
+                          "use a smaller number or 'all'")
+    want = available if samples is None else samples
+    xs, ts, rs, n = [], [], [], 0
+    for x, t, r in loader.iter_batches(prepared.reader, blocks, 8192):
+        take = min(len(t), want - n)
+        xs.append(x[:take].copy())
+        ts.append(t[:take])
+        rs.append(r[:take])
+        n += take
+        if n >= want:
+            break
+    return np.concatenate(xs), np.concatenate(ts).astype(np.float64), np.concatenate(rs).astype(np.float64)

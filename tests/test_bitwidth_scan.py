@@ -1,0 +1,116 @@
+"""ptq/bitwidth_scan.py: the post-training quantisation scan, as a user runs it."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error
+
+
+def test_int_bits_are_the_narrowest_that_hold_the_value():
+    from ptq.hls_bridge import int_bits
+
+    # ap_fixed<W,I> holds [-2^(I-1), 2^(I-1)).
+    assert int_bits(0.9) == 1  # [-1, 1)
+    assert int_bits(1.0) == 2  # 1 itself needs [-2, 2)
+    assert int_bits(3.5) == 3
+    assert int_bits(500.0) == 10  # [-512, 512)
+    assert int_bits(0.05) == -3  # [-1/16, 1/16): small weights spend no bit on range
+    for v in (0.01, 0.3, 7.9, 1e4):
+        i = int_bits(v)
+        assert 2.0 ** (i - 2) <= v < 2.0 ** (i - 1)
+
+
+def test_width_precisions_follow_each_layer_range():
+    from ptq.quantization import width_precisions
+
+    ranges = {"inputs": {"result": 100.0}, "fc1": {"weight": 0.05, "bias": 3.0, "result": 40.0}}
+    p = width_precisions(ranges, 12)
+    assert p["inputs"] == {"Precision": {"result": "ap_fixed<12,8,AP_RND,AP_SAT>"}}  # 1.25 * 100 < 128
+    assert p["fc1"]["Precision"] == {"weight": "ap_fixed<12,-3,AP_RND,AP_SAT>", "bias": "ap_fixed<12,3,AP_RND,AP_SAT>",
+                                     "result": "ap_fixed<12,7,AP_RND,AP_SAT>",  # 1.25 * 40 < 64
+                                     "accum": "auto"}  # hls4ml's exact sum type: sums add no error
+    # A range wider than the width saturates rather than asking ap_fixed for I > W.
+    assert width_precisions(ranges, 6)["inputs"]["Precision"]["result"] == "ap_fixed<6,6,AP_RND,AP_SAT>"
+
+
+@pytest.mark.parametrize("ok, chosen", [
+    ([False, False, True, True, True], 10),
+    ([True, False, True, True, True], 10),  # a lucky narrow width below a failing one is not trusted
+    ([True, True, True, True, True], 6),
+    ([True, True, True, True, False], None),
+])
+def test_chosen_width_is_the_smallest_from_which_all_wider_pass(ok, chosen):
+    from ptq.quantization import choose_width
+
+    rows = [{"width": w, "within_tolerance": o} for w, o in zip([6, 8, 10, 12, 14], ok)]
+    assert choose_width(rows) == chosen
+
+
+def test_tolerance_is_relative_to_float_and_ignores_better_resolution():
+    from ptq.quantization import within_tolerance
+
+    ref = {"response_median": 1.0, "resolution_q68": 0.10}
+    assert within_tolerance({"response_median": 1.009, "resolution_q68": 0.1009}, ref, 0.01)
+    assert not within_tolerance({"response_median": 0.985, "resolution_q68": 0.10}, ref, 0.01)
+    assert not within_tolerance({"response_median": 1.0, "resolution_q68": 0.102}, ref, 0.01)
+    assert within_tolerance({"response_median": 1.0, "resolution_q68": 0.05}, ref, 0.01)
+
+
+@pytest.mark.slow
+def test_scan_writes_the_scan_and_the_chosen_project(run, run_cli):
+    proc = run_cli("ptq/bitwidth_scan.py", "--config", run.parent / "config.yaml", "--run-dir", run,
+                   "--models", "prune_0.50", "--widths", "4,10,18", check_ok=True)
+    out = run / "ptq" / "prune_0.50"
+    scan = json.loads((out / "scan.json").read_text())
+    assert [r["width"] for r in scan["widths"]] == [4, 10, 18]
+    assert scan["samples"] == 200 and scan["model"] == "prune_0.50"
+    w4, w10, w18 = scan["widths"]
+    # 18 bits with ranges from the data reproduce Keras closely; 4 bits cannot.
+    assert w18["max_abs_diff"] < 0.01 and w18["within_tolerance"]
+    assert w4["max_abs_diff"] > 10 * w18["max_abs_diff"] and not w4["within_tolerance"]
+    assert abs(w18["response_median"] - scan["float"]["response_median"]) < 0.005
+    assert scan["chosen_width"] in (10, 18)
+    assert scan["chosen_width"] == (10 if w10["within_tolerance"] else 18)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["chosen_width"] == scan["chosen_width"]
+    assert metrics["precision"].startswith(f"ap_fixed<{scan['chosen_width']},")
+    rows = list(csv.DictReader((out / "scan.csv").open()))
+    assert [int(r["width"]) for r in rows] == [4, 10, 18]
+    assert (out / "scan.png").stat().st_size > 5000
+    # The chosen project is written for synthesis, with the per-layer types of the chosen width.
+    defines = (out / "hls4ml/firmware/defines.h").read_text()
+    assert f"ap_fixed<{scan['chosen_width']}," in defines
+    assert not list(out.glob(".scan.*")), "the scan's scratch projects are removed"
+    assert "prune_0.50" in proc.stdout and "chosen W" in proc.stdout
+    assert not (run / "ptq" / "baseline").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--models", "prune_0.90"], "unknown model 'prune_0.90'; models in"),
+    (["--widths", "8,x"], "--widths expects comma-separated integers"),
+    (["--widths", "12,8"], "ptq.widths must be increasing integers"),
+    (["--samples", "5000"], "larger than the test split"),
+])
+def test_bad_input(run, run_cli, args, fragment):
+    proc = run_cli("ptq/bitwidth_scan.py", "--config", run.parent / "config.yaml", "--run-dir", run, *args)
+    assert_one_line_error(proc, fragment)
+    assert not (run / "ptq").exists()
+
+
+def test_layer_ranges_are_the_largest_magnitudes_seen():
+    from data.backend import keras
+    from ptq.quantization import layer_ranges
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,), name="inputs"), keras.layers.Dense(2, name="fc1"),
+                              keras.layers.Activation("relu", name="act"), keras.layers.Dense(1, name="output")])
+    x = np.array([[1.0, -2.0, 3.0], [-4.0, 0.5, 0.0]], np.float32)
+    w, b = model.get_layer("fc1").get_weights()
+    r = layer_ranges(model, x)
+    assert r["inputs"]["result"] == 4.0
+    assert r["fc1"]["weight"] == pytest.approx(np.abs(w).max()) and r["fc1"]["bias"] == 0.0
+    assert r["fc1"]["result"] == pytest.approx(np.abs(x @ w + b).max(), rel=1e-6)
+    assert r["act"] == {"result": pytest.approx(np.maximum(x @ w + b, 0).max(), rel=1e-6)}

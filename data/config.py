@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ from data.errors import ConfigError
 
 def _opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
          gt: float | None = None, le: float | None = None, lt: float | None = None,
-         factory: Any = None) -> Any:
-    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+         factory: Any = None, pattern: tuple[str, str] | None = None) -> Any:
+    """A documented config field; ``pattern`` is (regex the whole value must
+    match, what to say when it does not)."""
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "pattern": pattern}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -186,10 +189,50 @@ class PtqConfig:
             raise ConfigError("ptq.models must be a list of model names")
 
 
+SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}|\d+-\d+|infinite|unlimited"
+
+
+@dataclass(frozen=True)
+class SlurmStage:
+    time: str = _opt("01:00:00", "wall-time limit in sbatch --time format (MM, HH:MM:SS, D-HH:MM, ...)",
+                     pattern=(SLURM_TIME, "an sbatch --time value like 30, 04:00:00 or 1-12:00"))
+    cpus: int = _opt(2, "--cpus-per-task", ge=1)
+    mem: str = _opt("8G", "--mem per node, e.g. 8G or 16000M", pattern=(r"\d+[KMGT]?", "like 8G or 16000M"))
+    gpus: int = _opt(0, "GPUs per node (--gres=gpu:N); 0 = none", ge=0)
+
+
+def _stage(time: str, cpus: int, mem: str):
+    return lambda: SlurmStage(time=time, cpus=cpus, mem=mem)
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    partition: str = _opt("", "partition for every job; empty = the cluster's default")
+    account: str = _opt("", "account to charge; empty = your default")
+    setup: list = _opt(None, "shell lines run before each stage, e.g. module load, source .venv/bin/activate; "
+                       "empty = activate the checkout's .venv if it exists", factory=list)
+    extra: list = _opt(None, "extra #SBATCH flags for every job, e.g. --qos=normal", factory=list)
+    signal_seconds: int = _opt(300, "seconds before the time limit (or on preemption) at which a job gets "
+                               "USR1, checkpoints and requeues itself", ge=10)
+    synth: bool = _opt(False, "also submit a C-synthesis job (needs vitis_hls/vivado_hls on its nodes)")
+    pretrain: SlurmStage = _opt(None, "pretraining job", factory=_stage("04:00:00", 4, "16G"))
+    prune: SlurmStage = _opt(None, "pruning job array (one task per target)", factory=_stage("04:00:00", 4, "16G"))
+    analyze: SlurmStage = _opt(None, "analysis and hls4ml C simulation job", factory=_stage("01:00:00", 2, "8G"))
+    scan: SlurmStage = _opt(None, "bit-width scan job", factory=_stage("01:00:00", 2, "8G"))
+    synth_job: SlurmStage = _opt(None, "C-synthesis job (slurm.synth)", factory=_stage("08:00:00", 4, "32G"))
+    tensorboard: SlurmStage = _opt(None, "TensorBoard job", factory=_stage("08:00:00", 1, "2G"))
+
+    def __post_init__(self) -> None:
+        for key in ("setup", "extra"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise ConfigError(f"slurm.{key} must be a list of strings")
+        bad = [f for f in self.extra if not f.startswith("--")]
+        if bad:
+            raise ConfigError(f"slurm.extra: every entry must be an sbatch flag starting with --, got {bad[0]!r}")
+
+
 def precision_bits(precision: str) -> tuple[int, int] | None:
     """(W, I) of an ap_fixed<W,I> / ap_ufixed<W,I> string, or None."""
-    import re
-
     m = re.fullmatch(r"\s*ap_u?fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(,[^>]*)?>\s*", precision)
     if not m or int(m.group(1)) < 1:
         return None
@@ -207,6 +250,7 @@ class Config:
     hls: HlsConfig = _opt(None, "hls4ml export and firmware cost", factory=HlsConfig)
     ptq: PtqConfig = _opt(None, "post-training quantisation bit-width scan (ptq/bitwidth_scan.py)",
                           factory=PtqConfig)
+    slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -242,6 +286,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def _check_range(key: str, value: Any, meta: dict) -> None:
+    pattern = meta.get("pattern")
+    if pattern and not re.fullmatch(pattern[0], str(value).strip(), re.I):
+        raise ConfigError(f"{key} must be {pattern[1]}, got {value!r}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -252,7 +299,9 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
             raise ConfigError(f"{key} must be {word} {b:g}, got {value!r}")
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
+    """``cls`` from a raw mapping; unset keys keep ``base``'s values (a nested
+    section's own defaults) or the class defaults."""
     where = prefix.rstrip(".") or "the config"
     if raw is None:
         raw = {}
@@ -268,11 +317,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for name, value in raw.items():
         key, tp = f"{prefix}{name}", hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{key}.")
+            default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+            kwargs[name] = _build(tp, value, f"{key}.", default)
         else:
             kwargs[name] = _coerce(key, value, tp)
             _check_range(key, kwargs[name], fields[name].metadata)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def from_dict(raw: Any) -> Config:
@@ -322,16 +372,17 @@ def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> 
     return from_dict(apply_overrides(raw, overrides))
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+def describe(cls: type = Config, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str]]:
     """(key, default, doc) for every key: the README's config table comes from here."""
     rows = []
     hints = typing.get_type_hints(cls)
+    instance = instance if instance is not None else cls()
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        default = getattr(instance, f.name)
         if dataclasses.is_dataclass(tp):
-            rows.extend(describe(tp, f"{prefix}{f.name}."))
+            rows.extend(describe(tp, f"{prefix}{f.name}.", default))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("doc", "")))
     return rows
 

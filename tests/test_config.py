@@ -24,7 +24,12 @@ def test_defaults_are_valid_and_documented():
     ({"data": {"batch_size": True}}, ["data.batch_size"]),
     ({"data": 3}, ["data must be a mapping"]),
     ({"hls": {"precision": "float32"}}, ["hls.precision", "ap_fixed<W,I>"]),
-    ({"hls": {"strategy": "resource"}}, ["hls.strategy", "latency, resource_unrolled"]),
+    ({"hls": {"strategy": "distributed_arithmetic"}}, ["hls.strategy", "latency, resource_unrolled, resource"]),
+    ({"ptq": {"widths": [12, 8]}}, ["ptq.widths", "increasing"]),
+    ({"slurm": {"prune": {"time": "4h"}}}, ["slurm.prune.time", "sbatch --time"]),
+    ({"slurm": {"analyze": {"mem": "lots"}}}, ["slurm.analyze.mem", "8G"]),
+    ({"slurm": {"pretrain": {"gpu": 1}}}, ["'slurm.pretrain.gpu'", "time, cpus, mem, gpus"]),
+    ({"slurm": {"extra": ["qos=high"]}}, ["slurm.extra", "--"]),
     ({"analysis": {"bins": [10, 5]}}, ["analysis.bins", "increasing"]),
 ])
 def test_bad_configs_name_the_key(raw, fragments):

@@ -1,0 +1,101 @@
+"""The sbatch scripts of the workflow, rendered from the config.
+
+Pure functions: the same config and paths give the same text (a golden test
+holds it), so job settings come from the config, never from editing scripts.
+Each script runs one stage's normal command from the checkout, inside
+``hepprune_run`` (slurm/preempt.sh), which turns the USR1 warning into a
+checkpoint-and-requeue.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.config import Config, SlurmStage
+
+STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "tensorboard")
+
+
+@dataclass(frozen=True)
+class Paths:
+    project: Path  # the checkout: scripts run `python ptq/trainModel.py ...` from here
+    run_dir: Path
+    config: Path  # the frozen config every job reads (RUN/slurm/config.yaml)
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "slurm" / "logs"
+
+
+def _header(name: str, stage: SlurmStage, cfg: Config, paths: Paths, *, array: int = 0,
+            requeue: bool = True) -> list[str]:
+    s = cfg.slurm
+    log = paths.logs / (f"%x-%A_%a.out" if array else "%x-%j.out")
+    flags = [f"--job-name=hepprune-{name}", f"--output={log}", f"--time={stage.time}",
+             f"--cpus-per-task={stage.cpus}", f"--mem={stage.mem}"]
+    if s.partition:
+        flags.append(f"--partition={s.partition}")
+    if s.account:
+        flags.append(f"--account={s.account}")
+    if stage.gpus:
+        flags.append(f"--gres=gpu:{stage.gpus}")
+    if array:
+        flags.append(f"--array=0-{array - 1}")
+    if requeue:  # append: a requeued job continues the same log
+        flags += [f"--signal=B:USR1@{s.signal_seconds}", "--requeue", "--open-mode=append"]
+    flags += s.extra
+    return ["#!/bin/bash", *(f"#SBATCH {f}" for f in flags)]
+
+
+def _prologue(cfg: Config, paths: Paths) -> list[str]:
+    setup = cfg.slurm.setup or ["if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi"]
+    return ["# Written by slurm/submit.py from the experiment config; change the config, not this file.",
+            "set -euo pipefail", f"cd {shlex.quote(str(paths.project))}", *setup,
+            'PYTHON="${HEPPRUNE_PYTHON:-python}"']
+
+
+def _stage_command(script: str, paths: Paths, *extra: str) -> str:
+    args = ["--config", str(paths.config), "--run-dir", str(paths.run_dir), *extra]
+    return f'"$PYTHON" {script} ' + " ".join(shlex.quote(a) if not a.startswith('"') else a for a in args)
+
+
+def render(cfg: Config, paths: Paths) -> dict[str, str]:
+    """stage -> sbatch script text, for every stage the config submits
+    (synth only with ``slurm.synth``)."""
+    s = cfg.slurm
+    targets = [f"{t:.2f}" for t in cfg.prune.targets]
+    bodies = {
+        "pretrain": (s.pretrain, 0, [_stage_command("ptq/trainModel.py", paths)]),
+        "prune": (s.prune, len(targets), [f"TARGETS=({' '.join(targets)})",
+                                          _stage_command("prune/train_model_prune.py", paths, "--targets",
+                                                         '"${TARGETS[$SLURM_ARRAY_TASK_ID]}"')]),
+        "analyze": (s.analyze, 0, [_stage_command("prune/analyze_prune.py", paths)]),
+        "scan": (s.scan, 0, [_stage_command("ptq/bitwidth_scan.py", paths)]),
+    }
+    if s.synth:
+        bodies["synth"] = (s.synth_job, 0, [_stage_command("prune/analyze_prune.py", paths, "--synth")])
+    scripts = {}
+    for name, (stage, array, body) in bodies.items():
+        lines = [*_header(name, stage, cfg, paths, array=array), *_prologue(cfg, paths),
+                 "source slurm/preempt.sh", *(f"hepprune_run {line}" if line.startswith('"$PYTHON"') else line
+                                               for line in body)]
+        scripts[name] = "\n".join(lines) + "\n"
+    return scripts
+
+
+def render_tensorboard(cfg: Config, paths: Paths) -> str:
+    """TensorBoard on a compute node, on a free port, printing the ssh -L
+    command(s) that reach it from a laptop through the login node."""
+    lines = [*_header("tensorboard", cfg.slurm.tensorboard, cfg, paths, requeue=False), *_prologue(cfg, paths),
+             'PORT=$("$PYTHON" -c \'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])\')',
+             'NODE=$(hostname -s)',
+             'LOGIN=${SLURM_SUBMIT_HOST:-login.node}',
+             f'echo "TensorBoard for {paths.run_dir} on $NODE:$PORT (job $SLURM_JOB_ID). From your laptop:"',
+             'echo "  ssh -N -L $PORT:$NODE:$PORT $USER@$LOGIN"',
+             'echo "or, where compute nodes accept ssh through the login node:"',
+             'echo "  ssh -N -J $USER@$LOGIN -L $PORT:localhost:$PORT $USER@$NODE"',
+             'echo "then open http://localhost:$PORT"',
+             f'exec "$PYTHON" -m tensorboard.main --logdir {shlex.quote(str(paths.run_dir))} --port "$PORT" --bind_all']
+    return "\n".join(lines) + "\n"

@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--data", help="HDF5 file or glob, overriding data.path")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch commands and scripts; submit nothing")
+    p.add_argument("--stages", help="comma-separated subset of pretrain,prune,analyze,scan,synth (default: all); "
+                   "dependencies link only the stages submitted together")
     p.add_argument("--tensorboard", action="store_true", help="submit only a TensorBoard job for the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
@@ -123,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_run_dir(cfg, run_dir)
     paths = Paths(project=PROJECT, run_dir=run_dir, config=run_dir / "slurm" / "config.yaml")
     scripts = {"tensorboard": render_tensorboard(cfg, paths)} if args.tensorboard else render(cfg, paths)
+    if args.stages and not args.tensorboard:
+        wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in scripts]
+        if unknown or not wanted:
+            raise ConfigError(f"--stages: unknown stage '{unknown[0] if unknown else args.stages}'; stages: "
+                              f"{', '.join(scripts)}")
+        scripts = {name: text for name, text in scripts.items() if name in wanted}
     if not args.dry_run:
         if shutil.which("sbatch") is None:
             raise RunError("sbatch not found: this machine has no SLURM client; run the stages locally in order "

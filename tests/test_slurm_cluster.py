@@ -1,0 +1,149 @@
+"""The workflow as jobs on a real one-node SLURM (slurm/local_cluster.sh), not a mock."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import ROOT, make_shard
+
+pytestmark = pytest.mark.slow
+
+CONFIG = textwrap.dedent("""
+    seed: 5
+    data: {batch_size: 64, shuffle_buffer: 2000}
+    model: {hidden_units: [32, 16]}
+    train: {epochs: 2, early_stopping_patience: 0}
+    prune: {targets: [0.5], epochs: 5, warmup_epochs: 1, pruning_epochs: 2}
+    analysis: {samples: 200, n_bins: 3, bootstrap: 20}
+    ptq: {widths: [8, 16], models: [prune_0.50]}
+    slurm:
+      signal_seconds: 60
+      pretrain: {time: "00:20:00", cpus: 1, mem: 1G}
+      prune: {time: "00:20:00", cpus: 1, mem: 1G}
+      analyze: {time: "00:20:00", cpus: 1, mem: 1G}
+      scan: {time: "00:20:00", cpus: 1, mem: 1G}
+""")
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Start the local cluster (installing Debian's packages if needed) and stop it after the session."""
+    script = ROOT / "slurm" / "local_cluster.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        if os.geteuid() != 0 or not os.path.exists("/usr/bin/apt-get"):
+            pytest.skip(f"cannot bring up a local SLURM here (needs root and apt-get): {proc.stderr[-300:]}")
+        raise AssertionError(f"local_cluster.sh start failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    conf = re.search(r"^export SLURM_CONF=(\S+)$", proc.stdout, re.M)
+    assert conf, proc.stdout
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf.group(1)
+    yield conf.group(1)
+    subprocess.run(["bash", str(script), "stop"], capture_output=True, text=True, timeout=300)
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+
+
+def job_field(job_id: str, field: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    m = re.search(rf"\b{field}=(\S+)", out)
+    return m.group(1) if m else ""
+
+
+def wait_for(job_id: str, timeout: float = 900) -> str:
+    """Poll scontrol (sacct needs slurmdbd) until the job ends; its final state."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = job_field(job_id, "JobState")
+        if state in FINAL:
+            return state
+        time.sleep(2)
+    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+
+
+def submit(tmp_path, run_cli, *args, config=CONFIG):
+    (tmp_path / "config.yaml").write_text(config)
+    if not (tmp_path / "data.h5").exists():
+        make_shard(tmp_path / "data.h5", n=3000, seed=9)
+    proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run",
+                   "--data", tmp_path / "data.h5", *args, check_ok=True)
+    return json.loads((tmp_path / "run/slurm/jobs.json").read_text()), proc
+
+
+@pytest.fixture(autouse=True)
+def _venv_python(monkeypatch):
+    # Jobs inherit the submitting environment: run the stages with this interpreter.
+    monkeypatch.setenv("HEPPRUNE_PYTHON", sys.executable)
+
+
+def test_chain_produces_every_artifact(slurm_cluster, tmp_path, run_cli):
+    jobs, proc = submit(tmp_path, run_cli)
+    assert set(jobs) == {"pretrain", "prune", "analyze", "scan"}
+    assert str(tmp_path / "run") in proc.stdout and jobs["pretrain"] in proc.stdout
+    assert job_field(jobs["prune"], "Dependency") in (f"afterok:{jobs['pretrain']}(unfulfilled)",
+                                                     "(null)")  # (null) once pretraining already finished
+    for stage in ("pretrain", "prune", "analyze", "scan"):
+        assert wait_for(jobs[stage]) == "COMPLETED", (stage, _logs(tmp_path))
+    run = tmp_path / "run"
+    for stage in ("baseline", "prune_0.50", "analysis", "ptq/prune_0.50"):
+        assert (run / stage / "metrics.json").is_file(), stage
+    pruned = json.loads((run / "prune_0.50/metrics.json").read_text())
+    assert abs(pruned["achieved_sparsity"] - 0.5) <= 0.01
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["baseline", "prune_0.50"]
+    assert all("hls_max_abs_diff" in m for m in summary["models"])
+    assert (run / "hls4ml/prune_0.50/firmware").is_dir()
+
+
+def test_a_failing_parent_cancels_its_dependents(slurm_cluster, tmp_path, run_cli):
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run",
+                   "--data", tmp_path / "missing.h5", check_ok=True)
+    jobs = json.loads((tmp_path / "run/slurm/jobs.json").read_text())
+    assert wait_for(jobs["pretrain"]) == "FAILED"
+    for stage in ("prune", "analyze", "scan"):
+        assert wait_for(jobs[stage], timeout=120) == "CANCELLED", stage
+    log = (tmp_path / f"run/slurm/logs/hepprune-pretrain-{jobs['pretrain']}.out").read_text()
+    assert "error: " in log and "missing.h5" in log
+    assert not (tmp_path / "run/baseline/metrics.json").exists()
+    assert proc.returncode == 0
+
+
+def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, tmp_path, run_cli):
+    config = CONFIG.replace("train: {epochs: 2, early_stopping_patience: 0}",
+                            "train: {epochs: 12, early_stopping_patience: 0}")
+    jobs, _ = submit(tmp_path, run_cli, "--stages", "pretrain", config=config)
+    job = jobs["pretrain"]
+    state = tmp_path / "run/baseline/checkpoint/state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # signal it mid-training, after a committed epoch
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 1:
+            break
+        assert job_field(job, "JobState") not in FINAL, _logs(tmp_path)
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    assert wait_for(job) == "COMPLETED", _logs(tmp_path)
+    assert int(job_field(job, "Restarts")) == 1
+    log = (tmp_path / f"run/slurm/logs/hepprune-pretrain-{job}.out").read_text()
+    assert "requeueing job" in log and "resuming" in log, log[-3000:]
+    # The same frozen config, run locally without interruption, gives the same result.
+    run_cli("ptq/trainModel.py", "--config", tmp_path / "run/slurm/config.yaml", "--run-dir", tmp_path / "ref",
+            check_ok=True)
+    got = json.loads((tmp_path / "run/baseline/metrics.json").read_text())
+    ref = json.loads((tmp_path / "ref/baseline/metrics.json").read_text())
+    assert got["epochs_run"] == ref["epochs_run"] == 12
+    assert got["val_loss"] == ref["val_loss"] and got["test"] == ref["test"]
+
+
+def _logs(tmp_path) -> str:
+    logs = sorted((tmp_path / "run/slurm/logs").glob("*.out"))
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in logs)

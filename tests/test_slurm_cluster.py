@@ -147,3 +147,19 @@ def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, t
 def _logs(tmp_path) -> str:
     logs = sorted((tmp_path / "run/slurm/logs").glob("*.out"))
     return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in logs)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("slurm: {partition: nowhere}\n", "slurm.partition 'nowhere' does not exist on this cluster; partitions:"),
+    ("slurm: {partition: short, pretrain: {time: '01:00:00'}}\n",
+     "slurm.pretrain.time exceeds partition short's MaxTime 00:30:00"),
+])
+def test_invalid_partition_or_time_is_refused_before_submitting(slurm_cluster, tmp_path, run_cli, extra, fragment):
+    from conftest import assert_one_line_error
+
+    (tmp_path / "config.yaml").write_text("data: {path: /data/x.h5}\n" + extra)
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run")
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before

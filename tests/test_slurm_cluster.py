@@ -10,17 +10,11 @@ import time
 
 import pytest
 
-from conftest import ROOT, make_shard
+from conftest import PRUNED_RUN_CONFIG, ROOT, make_shard
 
 pytestmark = pytest.mark.slow
 
-CONFIG = textwrap.dedent("""
-    seed: 5
-    data: {batch_size: 64, shuffle_buffer: 2000}
-    model: {hidden_units: [32, 16]}
-    train: {epochs: 2, early_stopping_patience: 0}
-    prune: {targets: [0.5], epochs: 5, warmup_epochs: 1, pruning_epochs: 2}
-    analysis: {samples: 200, n_bins: 3, bootstrap: 20}
+CONFIG = PRUNED_RUN_CONFIG + textwrap.dedent("""
     ptq: {widths: [8, 16], models: [prune_0.50]}
     slurm:
       signal_seconds: 60
@@ -121,6 +115,7 @@ def test_a_failing_parent_cancels_its_dependents(slurm_cluster, tmp_path, run_cl
 def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, tmp_path, run_cli):
     config = CONFIG.replace("train: {epochs: 2, early_stopping_patience: 0}",
                             "train: {epochs: 12, early_stopping_patience: 0}")
+    assert "epochs: 12" in config
     jobs, _ = submit(tmp_path, run_cli, "--stages", "pretrain", config=config)
     job = jobs["pretrain"]
     state = tmp_path / "run/baseline/checkpoint/state.json"

@@ -185,11 +185,23 @@ def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def neuron_threshold(layer) -> float:
+    """A neuron wrapper's threshold: the smallest kernel-column L2 norm among
+    the kept units (units below it were dropped), 0 while none is masked,
+    like tfmot's threshold before its first mask update."""
+    mask = layer.mask.numpy() > 0.5
+    if mask.all():
+        return 0.0
+    kernel = layer.layer.kernel.numpy()
+    norms = np.sqrt((kernel.reshape(-1, kernel.shape[-1]).astype(np.float64) ** 2).sum(axis=0))
+    return float(norms[mask].min()) if mask.any() else 0.0
+
+
 def _sparsity_logger(keras, tf, logdir: Path):
     class SparsityLogger(keras.callbacks.Callback):
-        """Per-layer and model sparsity and the learning rate at the *end* of
-        each epoch: tfmot's PruningSummaries logs at epoch start, so it never
-        shows the final state."""
+        """Per-layer sparsity and threshold, model sparsity and the learning
+        rate at the *end* of each epoch: tfmot's PruningSummaries logs at
+        epoch start, so it never shows the final state."""
 
         def __init__(self):
             super().__init__()
@@ -205,6 +217,8 @@ def _sparsity_logger(keras, tf, logdir: Path):
                     for _, _, threshold in getattr(layer, "pruning_vars", []):
                         tf.summary.scalar(f"threshold/{layer.layer.name}",
                                           float(keras.backend.get_value(threshold)), step=step)
+                    if hasattr(layer, "mask") and not hasattr(layer, "pruning_vars"):  # neuron
+                        tf.summary.scalar(f"threshold/{layer.layer.name}", neuron_threshold(layer), step=step)
                 zeros = sum(z for z, _ in counts.values())
                 total = sum(t for _, t in counts.values())
                 tf.summary.scalar("sparsity/model", zeros / max(1, total), step=step)

@@ -119,6 +119,46 @@ def test_resolution_scales_with_stochastic_term():
     assert widths[1] / widths[0] == pytest.approx(2.0, rel=0.05)
 
 
+def _hadron_hcal_only(a: float, c: float, energy: float, e_over_h: float = 1.4) -> CalorimeterParams:
+    """Pions at a fixed energy and a fixed electromagnetic fraction (its mean), all
+    visible energy in the HCAL (MIP of 0 GeV through the ECAL), no lateral leakage
+    (centred, narrow, no halo): the only fluctuation left is HCAL sampling."""
+    return CalorimeterParams(**QUIET, em_fraction_of_particles=0.0, e_min=energy, e_max=energy,
+                             hadron_em_fraction_std=0.0, hadron_ecal_start_prob=0.0, hadron_mip_energy=0.0,
+                             e_over_h=e_over_h, impact_offset_max=0.0, hcal_core_width=0.3,
+                             hcal_halo_fraction=0.0, width_fluctuation=0.0, hcal_stochastic=a, hcal_constant=c,
+                             ecal_stochastic=0.5, ecal_constant=0.5)  # ECAL terms must not matter
+
+
+@pytest.mark.parametrize("a", [0.5, 1.0])
+def test_hadron_resolution_follows_hcal_stochastic_term(a):
+    c = 0.05
+    for i, energy in enumerate((20.0, 200.0)):
+        params = _hadron_hcal_only(a, c, energy)
+        ev = generate_events(4000, params, np.random.default_rng(20 + i))
+        ecal, hcal = ev["inputs"][:, :cal.N_TOWERS], ev["inputs"][:, cal.N_TOWERS:2 * cal.N_TOWERS]
+        assert (ecal == 0).all() and (ev["aux"]["pid"] == cal.PID_HADRON).all()
+        # the deposit is E times the non-compensated response R = f_em + (1 - f_em) / (e/h)
+        f_em = float(cal.hadron_em_fraction_mean(np.array([energy]), params)[0])
+        response = f_em + (1.0 - f_em) / params.e_over_h
+        deposit = energy * response
+        expected = math.sqrt(a**2 / deposit + c**2)  # sigma / D of the HCAL deposit
+        measured = hcal.sum(axis=1, dtype=np.float64) / deposit
+        assert np.mean(measured) == pytest.approx(1.0, abs=4 * expected / math.sqrt(4000))
+        assert np.std(measured) == pytest.approx(expected, rel=0.06), f"E={energy} GeV"
+        assert np.median(_response(ev)) == pytest.approx(response, rel=0.02)
+
+
+def test_hadron_resolution_scales_with_hcal_stochastic_term():
+    # the same random stream with a doubled and no constant term: the spread doubles
+    # (e/h = 1, so the deposit is E itself)
+    widths = [np.std(_response(generate_events(4000, _hadron_hcal_only(a, 0.0, 50.0, e_over_h=1.0),
+                                               np.random.default_rng(5))))
+              for a in (0.5, 1.0)]
+    assert widths[0] == pytest.approx(0.5 / math.sqrt(50.0), rel=0.06)
+    assert widths[1] / widths[0] == pytest.approx(2.0, rel=0.02)
+
+
 def test_pileup_raises_the_raw_sum_and_npv_tracks_it():
     base = dict(em_fraction_of_particles=1.0, e_min=50.0, e_max=50.0)
     quiet = _response(_events(3000, seed=4, **base, pileup_mu=0.0))

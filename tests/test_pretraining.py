@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import h5py
@@ -168,4 +169,44 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, run_cli, case, fragm
     proc = run_cli("ptq/trainModel.py", "--config", cfg, "--run-dir", tmp_path / "run", "--data", pattern,
                    *extra)
     assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run/baseline").exists()
+
+
+# Root reads any file whatever its mode (CAP_DAC_OVERRIDE). To make chmod 000 bite
+# as root too, the CLI is started through this launcher, which drops the two
+# capabilities that bypass file permissions from the bounding set and then execs
+# Python: a root without them is refused like any other user.
+_WITHOUT_DAC_OVERRIDE = textwrap.dedent("""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            sys.exit(99)
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+""")
+
+
+def _run_unprivileged(*args):
+    """Run ``python *args`` as run_cli does; as root, without the capabilities above."""
+    prefix = ["-c", _WITHOUT_DAC_OVERRIDE] if os.geteuid() == 0 else []
+    return subprocess.run([sys.executable, *prefix, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def test_unreadable_dataset_file_is_one_line_and_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    make_shard(data / "a.h5", n=1000)
+    os.chmod(data / "a.h5", 0)
+    try:
+        probe = _run_unprivileged("-c", f"open({str(data / 'a.h5')!r}, 'rb').read(1)")
+        if probe.returncode == 99:
+            pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
+        if probe.returncode == 0:
+            pytest.skip("a chmod 000 file is still readable here")
+        assert "PermissionError" in probe.stderr, probe.stderr
+        proc = _run_unprivileged(ROOT / "ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir",
+                                 tmp_path / "run", "--data", data / "*.h5")
+    finally:
+        os.chmod(data / "a.h5", 0o644)
+    assert_one_line_error(proc, str(data / "a.h5"), "not a readable HDF5 file (PermissionError)")
     assert not (tmp_path / "run/baseline").exists()

@@ -1,5 +1,6 @@
 """prune/train_model_prune.py as a user runs it, on a tiny real baseline."""
 
+import csv
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -64,8 +66,30 @@ def _metrics(run, target):
     return json.loads((run / f"prune_{target:.2f}/metrics.json").read_text())
 
 
+def _h5_weights(path):
+    """{'layer/.../name:0': array} of a Keras 2 HDF5 model, read without TensorFlow."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f["model_weights"].visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _scalars(logdir, tag):
+    """(step, value) of every event of one scalar tag in a TensorBoard directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from data.backend import tf
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    assert tag in acc.Tags()["tensors"], (tag, acc.Tags()["tensors"])
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
 def test_sweep_reaches_every_target_and_writes_every_artifact(run, run_cli):
     _prune(run_cli, run)
+    base = _h5_weights(run / "baseline/model.h5")
     for target in (0.3, 0.5, 0.75):
         stage = run / f"prune_{target:.2f}"
         m = _metrics(run, target)
@@ -80,6 +104,17 @@ def test_sweep_reaches_every_target_and_writes_every_artifact(run, run_cli):
         for name in ("model.h5", "model_pruning_wrappers.h5", "history.csv", "schedule.json", "config.yaml"):
             assert (stage / name).is_file(), name
         assert (stage / "checkpoint/state.json").is_file()
+        # Only kernels are pruned: one mask per layer, shaped like its kernel, and no
+        # bias gains zeros (a dead unit's bias may stay 0, so compare with the baseline).
+        weights, wrapped = _h5_weights(stage / "model.h5"), _h5_weights(stage / "model_pruning_wrappers.h5")
+        for name in ("fc1", "fc2"):
+            kernel, bias = weights[f"{name}/{name}/kernel:0"], weights[f"{name}/{name}/bias:0"]
+            assert abs(float((kernel == 0).mean()) - target) <= 0.01
+            mask = f"prune_low_magnitude_{name}/prune_low_magnitude_{name}/mask:0"
+            assert [k for k in wrapped if name in k and k.split("/")[-1].startswith("mask")] == [mask]
+            assert wrapped[mask].shape == kernel.shape
+            assert np.count_nonzero(bias == 0) <= np.count_nonzero(base[f"{name}/{name}/bias:0"] == 0) < bias.size
+            np.testing.assert_array_equal(wrapped[f"prune_low_magnitude_{name}/{name}/bias:0"], bias)
     sizes = [_metrics(run, t)["nonzero_params"] for t in (0.3, 0.5, 0.75)]
     assert sizes[0] > sizes[1] > sizes[2]
 
@@ -132,11 +167,34 @@ def test_tensorboard_has_per_layer_sparsity_including_the_final_epoch(run, run_c
     tfmot_acc = EventAccumulator(str(run / "prune_0.50/tensorboard/metrics"))
     tfmot_acc.Reload()
     assert any(t.endswith("/sparsity") and "fc1" in t for t in tfmot_acc.Tags()["tensors"])
+    # Per-layer magnitude thresholds at the end of every epoch: 0 until the first
+    # mask update, then positive up to the final step.
+    for name in ("fc1", "fc2"):
+        thresholds = _scalars(run / "prune_0.50/tensorboard/sparsity", f"threshold/{name}")
+        assert len(thresholds) == schedule["total_steps"] // schedule["steps_per_epoch"]
+        assert thresholds[0][1] == 0.0 and thresholds[-1][0] == final_step and thresholds[-1][1] > 0
+    # Train and validation loss per epoch, the same numbers as history.csv.
+    history = list(csv.DictReader((run / "prune_0.50/history.csv").open()))
+    assert len(history) == 6
+    for split, column in (("train", "loss"), ("validation", "val_loss")):
+        losses = _scalars(run / f"prune_0.50/tensorboard/{split}", "epoch_loss")
+        assert [step for step, _ in losses] == list(range(6))
+        np.testing.assert_allclose([v for _, v in losses], [float(r[column]) for r in history], rtol=1e-6)
 
 
 def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
+    """A run killed inside the ramp and resumed ends exactly like an uninterrupted
+    one: tfmot's per-layer pruning_step, the masks and Adam's state come back
+    from the checkpoint. Had the step counter restarted at 0, the schedule would
+    be replayed late (the target missed or reached epochs later) and the
+    weights, val_loss and history would differ."""
     slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp
     slow.write_text(CONFIG + "  batch_size: 8\n")
+    straight = tmp_path / "straight"
+    shutil.copytree(run, straight)
+    run_cli("prune/train_model_prune.py", "--config", slow, "--run-dir", straight, "--targets", "0.5",
+            check_ok=True)
+
     state = run / "prune_0.50/checkpoint/state.json"
     proc = subprocess.Popen([sys.executable, str(ROOT / "prune/train_model_prune.py"), "--config", str(slow),
                              "--run-dir", str(run), "--targets", "0.5"], cwd=ROOT,
@@ -152,6 +210,11 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
     proc.wait()
     done = json.loads(state.read_text())["epochs_done"]
     assert 2 <= done < 4  # killed inside the ramp (epochs 2-4)
+    schedule = json.loads((run / "prune_0.50/schedule.json").read_text())
+    spe = schedule["steps_per_epoch"]
+    assert schedule["begin_step"] < done * spe < schedule["end_step"]  # masks already updated, ramp unfinished
+    assert not (run / "prune_0.50/metrics.json").exists()
+
     resumed = run_cli("prune/train_model_prune.py", "--config", slow, "--run-dir", run, "--targets", "0.5",
                       check_ok=True)
     assert f"after epoch {done}" in resumed.stderr
@@ -159,6 +222,34 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
     assert m["epochs_run"] == 6
     for layer in m["layers"].values():
         assert abs(layer["achieved"] - 0.5) <= 0.01
+
+    # The same result as without the kill: metrics, history, weights and masks.
+    a, b = _metrics(straight, 0.5), dict(m)
+    for x in (a, b):
+        x.pop("train_seconds_this_process")
+    assert a == b
+    assert (straight / "prune_0.50/history.csv").read_text() == (run / "prune_0.50/history.csv").read_text()
+    wa = _h5_weights(straight / "prune_0.50/model_pruning_wrappers.h5")
+    wb = _h5_weights(run / "prune_0.50/model_pruning_wrappers.h5")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+    # Every wrapper counted every batch of all 6 epochs, across the kill.
+    steps = {k: int(v) for k, v in wb.items() if k.endswith("pruning_step:0")}
+    assert len(steps) == 2 and set(steps.values()) == {schedule["total_steps"]} and \
+        schedule["total_steps"] == 6 * spe
+    # The final checkpoints agree too, optimizer state (Adam moments, iterations) included.
+    from data.backend import tf
+
+    readers = [tf.train.load_checkpoint(str(r / "prune_0.50/checkpoint" / json.loads(
+        (r / "prune_0.50/checkpoint/state.json").read_text())["checkpoint"])) for r in (straight, run)]
+    names = sorted(readers[0].get_variable_to_shape_map())
+    assert names == sorted(readers[1].get_variable_to_shape_map())
+    assert sum(n.startswith("optimizer/_variables/") for n in names) >= 12  # m and v of 6 weights
+    for name in names:
+        if name.startswith(("model/", "optimizer/")):
+            np.testing.assert_array_equal(readers[0].get_tensor(name), readers[1].get_tensor(name), err_msg=name)
+    assert readers[1].get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == schedule["total_steps"]
 
 
 def test_block_granularity_handles_layers_that_cannot_take_the_block(run, run_cli):
@@ -169,6 +260,20 @@ def test_block_granularity_handles_layers_that_cannot_take_the_block(run, run_cl
     assert set(m["layers"]) == {"fc1", "fc2", "output"}
     for layer in m["layers"].values():
         assert abs(layer["achieved"] - 0.5) <= 0.01
+
+
+def test_a_layer_that_misses_its_target_fails_the_run(run, run_cli):
+    """tfmot keeps every weight at or above its magnitude threshold, so a kernel
+    whose magnitudes are all equal cannot be masked at all; with a learning rate
+    too small to break the tie, fc1 ends unpruned while fc2 reaches 0.5."""
+    with h5py.File(run / "baseline/model.h5", "a") as f:
+        kernel = f["model_weights/fc1/fc1/kernel:0"]
+        kernel[...] = np.where(kernel[...] >= 0, 0.1, -0.1).astype(np.float32)
+    proc = _prune(run_cli, run, "--targets", "0.5", "--set", "prune.learning_rate=1.0e-30", check_ok=False)
+    error = assert_one_line_error(proc, "prune_0.50: sparsity target 0.50 missed by more than 0.01 in fc1 (0.000)")
+    assert "fc2" not in error.split(" in ", 1)[1]
+    assert (run / "prune_0.50/checkpoint/state.json").is_file()  # it did train
+    assert not (run / "prune_0.50/metrics.json").exists() and not (run / "prune_0.50/model.h5").exists()
 
 
 # ------------------------------------------------------------------ bad input
@@ -234,6 +339,29 @@ def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run,
     assert proc.returncode == 0, proc.stderr[-3000:]
     diff, masked_params, small_params = proc.stdout.split()
     assert float(diff) < 1e-5 and int(small_params) < int(masked_params)
+    # TensorBoard: a per-layer threshold for neuron pruning too, the smallest
+    # kernel-column L2 norm among the kept units: 0 before any unit is masked; at
+    # the end, that of the final checkpoint's kernel and mask.
+    from data.backend import tf
+
+    stage = run / "prune_0.50"
+    ckpt = tf.train.load_checkpoint(str(stage / "checkpoint" / json.loads(
+        (stage / "checkpoint/state.json").read_text())["checkpoint"]))
+    small_weights = _h5_weights(stage / "model.h5")
+    for i, name in enumerate(("fc1", "fc2")):
+        thresholds = _scalars(stage / "tensorboard/sparsity", f"threshold/{name}")
+        assert len(thresholds) == 6 and thresholds[0][1] == 0.0
+        kernel = ckpt.get_tensor(f"model/layer_with_weights-{i}/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+        keep = ckpt.get_tensor(f"model/layer_with_weights-{i}/neuron_mask/.ATTRIBUTES/VARIABLE_VALUE") > 0.5
+        norms = np.linalg.norm(kernel.astype(np.float64), axis=0)
+        assert keep.sum() == len(norms) // 2
+        assert thresholds[-1][1] == pytest.approx(norms[keep].min(), rel=1e-6)
+        assert not norms[~keep].any()  # dropped units: kernel columns zeroed
+        assert _scalars(stage / "tensorboard/sparsity", f"sparsity/{name}")[-1][1] == pytest.approx(0.5)
+    # fc1's inputs are not shrunk, so its exported kernel holds exactly the kept columns.
+    exported = np.linalg.norm(small_weights["fc1/fc1/kernel:0"].astype(np.float64), axis=0)
+    final_fc1 = _scalars(stage / "tensorboard/sparsity", "threshold/fc1")[-1][1]
+    assert final_fc1 == pytest.approx(exported.min(), rel=1e-6)
 
 
 def test_neuron_shrink_folds_constant_outputs_exactly():

@@ -114,7 +114,8 @@ class PruneConfig:
     exclude: list = _opt(None, "layer names or patterns never to prune", factory=list)
     learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)
-    tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer", gt=0, lt=1)
+    tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer; at most 0.01, the "
+                            "guarantee every pruned model carries", gt=0, le=0.01)
 
     def __post_init__(self) -> None:
         if not self.targets:

@@ -26,6 +26,7 @@ def test_defaults_are_valid_and_documented():
     ({"hls": {"precision": "float32"}}, ["hls.precision", "ap_fixed<W,I>"]),
     ({"hls": {"strategy": "distributed_arithmetic"}}, ["hls.strategy", "latency, resource_unrolled, resource"]),
     ({"ptq": {"widths": [12, 8]}}, ["ptq.widths", "increasing"]),
+    ({"prune": {"tolerance": 0.05}}, ["prune.tolerance", "<= 0.01"]),
     ({"slurm": {"prune": {"time": "4h"}}}, ["slurm.prune.time", "sbatch --time"]),
     ({"slurm": {"analyze": {"mem": "lots"}}}, ["slurm.analyze.mem", "8G"]),
     ({"slurm": {"pretrain": {"gpu": 1}}}, ["'slurm.pretrain.gpu'", "time, cpus, mem, gpus"]),

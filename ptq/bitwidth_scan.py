@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{'model':<12}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in
                                                                              cfg.ptq.widths) + f"{'chosen W':>10}")
     for name, r in results.items():
-        cells = "".join(f"{row['resolution_q68']:>8.4f}{'' if row['within_tolerance'] else '*'}"
-                        .rjust(9) for row in r["widths"])
+        cells = "".join(("aborted" if row["resolution_q68"] is None else f"{row['resolution_q68']:.4f}"
+                         + ("" if row["within_tolerance"] else "*")).rjust(9) for row in r["widths"])
         print(f"{name:<12}{r['float']['response_median']:>12.4f}{r['float']['resolution_q68']:>11.4f}  {cells}"
               f"{r['chosen_width'] or 'none':>10}")
     print(f"\nresolution (q68) per width; * = outside tolerance {cfg.ptq.tolerance:g} of float. "

@@ -2,9 +2,8 @@
 
 A scan varies one number, the total width W. Each layer's integer bits I
 come from the ranges that layer really sees on held-out events (weights,
-biases, a bound on every partial sum of its accumulator, outputs), so no bit
-is spent on range a layer never uses and the rest of the W bits are
-fractional. Every W is exported with hls4ml and C-simulated, bit-accurately,
+biases, outputs), so no bit is spent on range a layer never uses and the
+rest of the W bits are fractional; accumulators get hls4ml's exact type. Every W is exported with hls4ml and C-simulated, bit-accurately,
 on the same events. The chosen W is the smallest from which every wider W
 keeps response and resolution within a relative tolerance of the float
 model (a lucky narrow width below a failing one is not trusted).
@@ -203,7 +202,8 @@ def plot(result: dict, path: Path) -> None:
 
     from data import artifacts
 
-    rows, ref, tol = result["widths"], result["float"], result["tolerance"]
+    rows = [r for r in result["widths"] if r["response_median"] is not None]  # not the aborted ones
+    ref, tol = result["float"], result["tolerance"]
     w = [r["width"] for r in rows]
     fig, axes = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
     for ax, key, label in ((axes[0], "response_median", "median pred/true"),
@@ -214,7 +214,7 @@ def plot(result: dict, path: Path) -> None:
             ax.axhspan(ref[key] * (1 - tol), ref[key] * (1 + tol), color="grey", alpha=0.2, label="tolerance")
         else:
             ax.axhspan(0, ref[key] * (1 + tol), color="grey", alpha=0.2, label="tolerance")
-            ax.set_ylim(0, max(ref[key] * 2, min(max(r[key] for r in rows), ref[key] * 5)))
+            ax.set_ylim(0, max(ref[key] * 2, min(max((r[key] for r in rows), default=0), ref[key] * 5)))
         if result["chosen_width"]:
             ax.axvline(result["chosen_width"], color="C3", ls="--", lw=1, label=f"chosen W={result['chosen_width']}")
         ax.set_ylabel(label)

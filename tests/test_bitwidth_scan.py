@@ -114,3 +114,27 @@ def test_layer_ranges_are_the_largest_magnitudes_seen():
     assert r["fc1"]["weight"] == pytest.approx(np.abs(w).max()) and r["fc1"]["bias"] == 0.0
     assert r["fc1"]["result"] == pytest.approx(np.abs(x @ w + b).max(), rel=1e-6)
     assert r["act"] == {"result": pytest.approx(np.maximum(x @ w + b, 0).max(), rel=1e-6)}
+
+
+def test_an_abort_inside_the_c_simulation_is_an_error_not_a_crash(tmp_path):
+    """ap_types asserts abort the process that runs the simulation library; the
+    workers take that, and the caller gets a CsimError it can report."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from ptq.hls_bridge import CsimError, csim_predict
+
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    src = tmp_path / "lib.c"
+    src.write_text("#include <stdlib.h>\nvoid hepprune_float(float *x, float *y) { if (x[0] > 1) abort(); y[0] = 2 * x[0]; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(firmware / "hepprune-s1.so"), str(src)], check=True)
+    config = SimpleNamespace(get_output_dir=lambda: str(tmp_path), get_project_name=lambda: "hepprune",
+                             get_config_value=lambda key: "s1")
+    graph = SimpleNamespace(config=config, get_output_variables=lambda: [SimpleNamespace(size=lambda: 1)])
+    x = np.zeros((3000, 2), np.float32)
+    x[:, 0] = 0.5
+    np.testing.assert_array_equal(csim_predict(graph, x, processes=2)[:, 0], 1.0)
+    x[2500, 0] = 5.0
+    with pytest.raises(CsimError, match="aborted"):
+        csim_predict(graph, x, processes=2)

@@ -22,6 +22,7 @@ def _shift(v, pct: bool = False) -> str:
 
 def markdown(summary: dict) -> str:
     unit = summary["target_unit"]
+    synthesised = any("synthesis" in m for m in summary["models"])  # real vendor numbers beside the estimates
     ref = summary["reference"]
     lines = [
         "# Pruned-model comparison",
@@ -46,13 +47,17 @@ def markdown(summary: dict) -> str:
                  f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | {ref['resolution_iqr']:.4f} | - | - |")
     lines += ["", "## Size and firmware cost", "",
               "| model | params | nonzero | HDF5 bytes | gzip bytes | TFLite bytes | TFLite quant. bytes | "
-              "multipliers | est. DSPs | est. BRAM18K |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "multipliers | est. DSPs | est. BRAM18K |" + (" synth. DSP | synth. LUT | synth. FF | synth. BRAM18K |"
+                                                              if synthesised else ""),
+              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if synthesised else "")]
     for m in summary["models"]:
+        synth = m.get("synthesis", {}).get("totals")
+        real = (" " + " | ".join(str(synth[k]) for k in ("DSP", "LUT", "FF", "BRAM_18K")) + " |" if synth
+                else " - | - | - | - |") if synthesised else ""
         lines.append(f"| {m['name']} | {m['params']} | {m['nonzero_params']} | {m['h5_bytes']} | {m['gzip_bytes']} | "
                      f"{m['tflite_bytes']} | {m['tflite_quant_bytes']} | {m['multipliers']} | {m['dsp']} | "
-                     f"{m['bram_18k']} |")
-    if any("synthesis" in m for m in summary["models"]):
+                     f"{m['bram_18k']} |{real}")
+    if synthesised:
         lines += ["", "## C synthesis (vendor report)", "",
                   "| model | tool | part | DSP | LUT | FF | BRAM18K | latency (cycles) | interval | clock est. (ns) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

@@ -43,14 +43,21 @@ LAYER_RESOURCES = ("DSP", "LUT", "FF", "BRAM_18K")
 
 
 def find_hls_tool() -> str | None:
-    """The HLS compiler on PATH, ``vitis_hls`` preferred, or None: decides
-    whether ``--synth`` can run at all on this machine."""
-    return next((tool for tool in TOOLS if shutil.which(tool)), None)
+    """The HLS compiler hls4ml can drive from PATH, ``vitis_hls`` preferred, or
+    None: decides whether ``--synth`` can run at all on this machine. hls4ml
+    1.3's Vitis backend builds through ``vitis-run`` (Vitis 2023.2 and later),
+    so ``vitis_hls`` alone does not count."""
+    if shutil.which("vitis_hls") and shutil.which("vitis-run"):
+        return "vitis_hls"
+    return "vivado_hls" if shutil.which("vivado_hls") else None
 
 
 def require_hls_tool() -> str:
     """:func:`find_hls_tool`, or the one-line error ``--synth`` gives without one."""
     tool = find_hls_tool()
+    if tool is None and shutil.which("vitis_hls"):
+        raise RunError("--synth found vitis_hls but not vitis-run, which hls4ml 1.3 builds Vitis projects with "
+                       "(Vitis 2023.2 and later); put it on PATH, or vivado_hls, or run without --synth")
     if tool is None:
         raise RunError("--synth needs vitis_hls or vivado_hls on PATH; source the Xilinx/AMD settings64.sh "
                        "or run without --synth")

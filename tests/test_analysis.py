@@ -139,6 +139,10 @@ def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     assert "## C synthesis (vendor report)" in md
     assert "| prune_0.50 | vitis_hls 2023.2 | xcvu13p-flga2577-2-e | 38 | 5873 | 2145 | 0 | 4-4 | 1-1 | 3.412 |" in md
     assert "| baseline | vitis_hls" not in md  # only models that were synthesised
+    # The vendor totals also sit beside the estimates in the firmware-cost table.
+    row = next(line for line in md.splitlines() if line.startswith("| prune_0.50 |") and "| 38 | 5873 | 2145 | 0 |" in line)
+    assert row.endswith("| 38 | 5873 | 2145 | 0 |")
+    assert any(line.startswith("| baseline |") and line.endswith("| - | - | - | - |") for line in md.splitlines())
 
 
 def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_cli):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from data.errors import RunError
-from ptq.synthesis import find_hls_tool, parse_report, report_dir, run_synthesis
+from ptq.synthesis import find_hls_tool, parse_report, report_dir, require_hls_tool, run_synthesis
 
 SYNTH = Path(__file__).resolve().parent / "data" / "synth"
 VITIS_TOP = "grp_dense_latency_ap_fixed_16_6_5_3_0_ap_fixed_16_6_5_3_0_config{}_s_fu_{}"
@@ -103,8 +103,16 @@ def test_find_hls_tool_prefers_vitis_hls(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", _fake_tools(tmp_path / "old", "vivado_hls"))
     assert find_hls_tool() == "vivado_hls"
     monkeypatch.setenv("PATH", os.pathsep.join([_fake_tools(tmp_path / "old", "vivado_hls"),
-                                                _fake_tools(tmp_path / "new", "vitis_hls")]))
+                                                _fake_tools(tmp_path / "new", "vitis_hls", "vitis-run")]))
     assert find_hls_tool() == "vitis_hls"
+    # hls4ml 1.3 drives Vitis through vitis-run: vitis_hls alone is not usable.
+    monkeypatch.setenv("PATH", os.pathsep.join([_fake_tools(tmp_path / "old", "vivado_hls"),
+                                                _fake_tools(tmp_path / "older", "vitis_hls")]))
+    assert find_hls_tool() == "vivado_hls"
+    monkeypatch.setenv("PATH", _fake_tools(tmp_path / "older", "vitis_hls"))
+    assert find_hls_tool() is None
+    with pytest.raises(RunError, match="found vitis_hls but not vitis-run"):
+        require_hls_tool()
 
 
 def _stub_graph(name="Vitis", on_build=None):

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep SLURM logs readable
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written to
     fd 2 before its log level applies; hide them so a bad input ends in one
     readable line. HEPPRUNE_DEBUG=1 shows them. Python errors still surface."""
@@ -33,11 +33,11 @@ def _quiet_stderr():
         os.close(saved)
 
 
-with _quiet_stderr():
+with quiet_stderr():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 
-__all__ = ["tf", "keras", "tfmot"]
+__all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
 
 
 def __getattr__(name: str):

@@ -190,6 +190,15 @@ class PtqConfig:
             raise ConfigError("ptq.models must be a list of model names")
 
 
+@dataclass(frozen=True)
+class DistributeConfig:
+    strategy: str = _opt("single", "single: one process; multiworker: tf.distribute.MultiWorkerMirroredStrategy "
+                         "over the tasks of an srun step (pretraining and pruning)",
+                         choices=("single", "multiworker"))
+    workers: int = _opt(2, "srun tasks (one worker each) the SLURM pretrain and prune jobs start with "
+                        "strategy=multiworker; data.batch_size must be divisible by it", ge=1)
+
+
 SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}|\d+-\d+|infinite|unlimited"
 
 
@@ -251,6 +260,8 @@ class Config:
     hls: HlsConfig = _opt(None, "hls4ml export and firmware cost", factory=HlsConfig)
     ptq: PtqConfig = _opt(None, "post-training quantisation bit-width scan (ptq/bitwidth_scan.py)",
                           factory=PtqConfig)
+    distribute: DistributeConfig = _opt(None, "how pretraining and pruning spread over workers",
+                                        factory=DistributeConfig)
     slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)
 
     def to_dict(self) -> dict:

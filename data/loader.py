@@ -242,6 +242,60 @@ def iter_batches(reader: Reader, blocks: list[Block], batch_size: int, **kwargs
             yield x[i:i + batch_size], t[i:i + batch_size], r[i:i + batch_size]
 
 
+def worker_blocks(blocks: list[Block], worker: int, workers: int,
+                  rng: np.random.Generator | None = None) -> list[Block]:
+    """One worker's share of ``blocks``: the ``worker``-th of ``workers``
+    equal slices of the (shuffled, with ``rng``) block order, a block cut
+    where a slice ends. So the workers of a step read disjoint, contiguous
+    pieces that together cover the split, and their event counts differ by
+    at most one."""
+    order = list(blocks)
+    if rng is not None:
+        order = [order[i] for i in rng.permutation(len(order))]
+    total = n_events(order)
+    lo, hi = total * worker // workers, total * (worker + 1) // workers
+    share, pos = [], 0
+    for b in order:
+        a, z = max(lo, pos), min(hi, pos + b.size)
+        if a < z:
+            share.append(Block(b.shard, b.start + a - pos, b.start + z - pos))
+        pos += b.size
+    return share
+
+
+def iter_worker_windows(reader: Reader, blocks: list[Block], batch_size: int, n_batches: int, *,
+                        worker: int, workers: int, rng: np.random.Generator | None = None,
+                        shuffle_buffer: int = 0, standardization: Standardization | None = None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Exactly ``n_batches`` full batches of ``batch_size`` from this worker's
+    share of ``blocks``, in windows of whole batches.
+
+    Why exactly: every step of a multi-worker strategy is a collective, so
+    all workers must run the same number of steps although their shares
+    differ by an event and rarely fill the last batch. A worker whose share
+    runs out continues with its share again (less than a batch of repeats).
+    """
+    mine = worker_blocks(blocks, worker, workers, rng)
+    if not mine:
+        raise DataError(f"{n_events(blocks)} events cannot be shared by {workers} workers; use fewer workers")
+    need = n_batches * batch_size
+    carry: tuple[np.ndarray, ...] | None = None
+    while need > 0:
+        for window in iter_windows(reader, mine, batch_size, shuffle_buffer=shuffle_buffer, rng=rng,
+                                   standardization=standardization):
+            if carry is not None:
+                window = tuple(np.concatenate([c, w]) for c, w in zip(carry, window))
+                carry = None
+            n = min(len(window[1]) // batch_size * batch_size, need)
+            if n:
+                yield tuple(a[:n] for a in window)
+                need -= n
+            if need == 0:
+                return
+            if n < len(window[1]):
+                carry = tuple(a[n:] for a in window)
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The data order of an epoch depends only on (seed, epoch), so a resumed
     run sees exactly the batches an uninterrupted one would."""
@@ -253,12 +307,21 @@ def steps(n: int, batch_size: int) -> int:
 
 
 def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standardization: Standardization,
-                  *, seed: int | None = None, epochs: range | None = None):
+                  *, seed: int | None = None, epochs: range | None = None,
+                  shard: tuple[int, int, int] | None = None):
     """A ``tf.data.Dataset`` of ``(x, t)`` batches with ``t`` the encoded target.
 
     For training pass ``seed`` and the ``epochs`` to produce: the generator
     then yields those epochs back to back (use ``steps_per_epoch``), each
     shuffled by :func:`epoch_rng`. Without ``seed`` one unshuffled pass.
+
+    With ``shard=(worker, workers, steps)`` (multi-worker training) the
+    dataset is this worker's endless stream: each epoch (from
+    ``epochs.start``) is ``steps`` batches of ``batch_size / workers`` events
+    from its share of the blocks (:func:`iter_worker_windows`), grouped
+    ``workers`` at a time into ``batch_size`` rows, because the strategy
+    splits every element into ``workers`` per-step pieces. Use
+    ``steps_per_epoch=steps`` (``validation_steps`` for validation).
 
     Python runs once per shuffle window, not once per batch: a window is
     yielded as a (k, batch, ...) tensor and split into batches by ``unbatch``
@@ -283,5 +346,39 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
 
     spec = (tf.TensorSpec((None, None, *reader.input_shape), tf.float32),
             tf.TensorSpec((None, None), tf.float32))
+    if shard is not None:
+        return _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec)
     return (tf.data.Dataset.from_generator(generate, output_signature=spec)
             .prefetch(1).unbatch().prefetch(tf.data.AUTOTUNE))
+
+
+def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec):
+    import itertools
+
+    from data.backend import tf
+
+    worker, workers, n_steps = shard
+    if cfg.batch_size % workers:
+        raise DataError(f"data.batch_size {cfg.batch_size} is not divisible by the {workers} workers; "
+                        "choose a batch size that is")
+    local = cfg.batch_size // workers
+    first = epochs.start if epochs is not None else 0
+
+    def generate():
+        for epoch in itertools.count(first):
+            rng = epoch_rng(seed, epoch) if seed is not None else None
+            for x, true, ref in iter_worker_windows(reader, blocks, local, n_steps, worker=worker, workers=workers,
+                                                    rng=rng, shuffle_buffer=cfg.shuffle_buffer,
+                                                    standardization=standardization):
+                t = targets.encode(true, ref, cfg)
+                yield x.reshape(-1, local, *x.shape[1:]), t.reshape(-1, local)
+
+    def regroup(x, t):  # (workers, local, ...) -> (batch_size, ...)
+        return tf.reshape(x, (cfg.batch_size, *reader.input_shape)), tf.reshape(t, (cfg.batch_size,))
+
+    options = tf.data.Options()
+    # Each worker already reads only its own share; the strategy must not shard again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return (tf.data.Dataset.from_generator(generate, output_signature=spec)
+            .prefetch(1).unbatch().batch(workers, drop_remainder=True).map(regroup)
+            .prefetch(tf.data.AUTOTUNE).with_options(options))

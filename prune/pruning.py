@@ -23,7 +23,7 @@ import numpy as np
 from data import artifacts
 from data.config import Config
 from data.errors import ConfigError, RunError
-from ptq import run_models, training
+from ptq import distribute, run_models, training
 from ptq.models import OUTPUT_LAYER, make_loss
 from prune.schedule import Schedule, derive_schedule
 
@@ -253,8 +253,9 @@ def check_sweep(cfg: Config, run_dir: Path) -> None:
     prepared.reader.close()
 
 
-def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict:
-    """Prune the baseline to one target sparsity in ``RUN/prune_<target>``."""
+def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict | None:
+    """Prune the baseline to one target sparsity in ``RUN/prune_<target>``;
+    its metrics (None on a non-chief worker, which writes nothing)."""
     from data.backend import keras, tf, tfmot
 
     stage = run_dir / stage_name(target)
@@ -267,33 +268,54 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
 
     baseline = run_dir / training.BASELINE
     prepared = training.prepare_data(cfg, baseline)  # the baseline's standardisation
-    keras.backend.clear_session()
+    worker = distribute.start(cfg)
+    if not worker.distributed:  # a strategy outlives Keras' session state, so keep it then
+        keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    base_model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+
+    def load_base():
+        return keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+
+    with worker.scope():
+        base_model = load_base()
     layers, schedule = plan_target(cfg, target, base_model, training.steps_per_epoch(prepared, cfg))
     # Everything above can refuse; only now is anything written.
-    if overwrite and stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    artifacts.write_text(stage / training.CONFIG_FILE, training.config_text(stage_cfg))
-    artifacts.write_json(stage / "schedule.json", {"layers": layers, **schedule.to_dict()})
+    if worker.is_chief:
+        if overwrite and stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text(stage / training.CONFIG_FILE, training.config_text(stage_cfg))
+        artifacts.write_json(stage / "schedule.json", {"layers": layers, **schedule.to_dict()})
     log.info("%s: pruning %s to %.2f, %s schedule, mask updates at steps %d..%d every %d "
              "(%d updates, %d steps per epoch)", stage.name, ", ".join(layers), target, schedule.kind,
              schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
              schedule.steps_per_epoch)
 
-    model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate),
-                  loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+    with worker.scope():
+        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate),
+                      loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
     t0 = time.time()
     tb = stage / "tensorboard"
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]  # every worker: it advances the schedule
+    if worker.is_chief:
+        callbacks += [tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
+                      _sparsity_logger(keras, tf, tb / "sparsity")]
     state = training.fit_resumable(
         model, prepared, cfg, stage, epochs=cfg.prune.epochs,
         policy=training.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep(),
-                   tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
-                   _sparsity_logger(keras, tf, tb / "sparsity")])
+        callbacks=callbacks, worker=worker, resume=worker.is_chief or not overwrite)
+    if worker.distributed:  # the rest is the single-process code, on an ordinary copy
+        weights = model.get_weights()
+        base_model = load_base()
+        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
+        model.set_weights(weights)
+    if not worker.is_chief:
+        worker.barrier()
+        worker.close()
+        prepared.reader.close()
+        return None
 
     masked, export = strip(model, base_model, layers, cfg.prune.granularity)
     counts = kernel_sparsity(masked, layers)
@@ -327,6 +349,7 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     }
     artifacts.write_metrics(stage, metrics)
     prepared.reader.close()
+    worker.barrier()
     log.info("%s done: sparsity %.4f (target %.2f), test response %.4f, resolution %.4f", stage.name,
              achieved, target, test["response_median"], test["resolution_q68"])
     return metrics

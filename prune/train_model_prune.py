@@ -42,9 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
     run_dir = Path(args.run_dir)
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
+    from ptq import distribute
+
+    distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
-    for m in rows:
+    for m in filter(None, rows):  # None: a non-chief worker of a multi-worker step
         log.info("%s: target %.2f achieved %.4f, test response %.4f, resolution %.4f, gzip %d bytes",
                  m["stage"], m["target_sparsity"], m["achieved_sparsity"], m["test"]["response_median"],
                  m["test"]["resolution_q68"], m["gzip_bytes"])

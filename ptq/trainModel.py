@@ -39,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptq.training import resolve_config, train_baseline
 
     cfg = resolve_config(config_mod.load(args.config, args.overrides), data=args.data, epochs=args.epochs)
+    from ptq import distribute
+
+    distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     metrics = train_baseline(cfg, args.run_dir, overwrite=args.overwrite)
+    if metrics is None:  # a non-chief worker of a multi-worker step
+        return 0
     log.info("wrote %s/baseline (val_loss %.5g, test response %.4f, resolution %.4f)", args.run_dir,
              metrics["val_loss"], metrics["test"]["response_median"], metrics["test"]["resolution_q68"])
     return 0

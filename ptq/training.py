@@ -30,6 +30,8 @@ from data import artifacts, loader, targets
 from data.config import Config
 from data.errors import ConfigError, RunError
 from data.schema import open_dataset
+from ptq import distribute
+from ptq.distribute import Worker
 from ptq.metrics import response_metrics
 
 log = logging.getLogger(__name__)
@@ -199,39 +201,57 @@ def _make_callback(keras, tf):
 
 
 def fit_resumable(model, prepared: Prepared, cfg: Config, stage: Path, *, epochs: int, policy: EpochPolicy,
-                  callbacks: list, verbose: int | None = None) -> dict:
+                  callbacks: list, verbose: int | None = None, worker: Worker | None = None,
+                  resume: bool = True) -> dict:
     """Fit ``model`` (compiled) for ``epochs``, resuming from ``stage/checkpoint``
     if a previous process committed one; return the training state.
 
     ``callbacks`` run before the checkpoint callback, so a kill between an
     epoch's logging and its commit repeats that epoch rather than losing it.
+    With a distributed ``worker`` every worker resumes from the chief's
+    checkpoint, reads its own share of the data, and commits its checkpoints
+    to :meth:`Worker.write_dir` (saving is a collective, so all must).
     """
     from data.backend import keras, tf
 
-    ckpt_dir = stage / CKPT_DIR
+    worker = worker or Worker()
+    read_dir = stage / CKPT_DIR
+    ckpt_dir = worker.write_dir(stage) / CKPT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait_stop": 0,
              "wait_lr": 0, "stopped_early": False, "history": [], "checkpoint": None}
     optimizer = model.optimizer
-    if (ckpt_dir / STATE_FILE).is_file():
-        state = artifacts.read_json(ckpt_dir / STATE_FILE)
-        optimizer.build(model.trainable_variables)
+    if resume and (read_dir / STATE_FILE).is_file():
+        state = artifacts.read_json(read_dir / STATE_FILE)
+        with worker.scope():
+            optimizer.build(model.trainable_variables)
         tf.train.Checkpoint(model=model, optimizer=optimizer).read(
-            str(ckpt_dir / state["checkpoint"])).assert_existing_objects_matched()
+            str(read_dir / state["checkpoint"])).assert_existing_objects_matched()
         log.info("resuming %s after epoch %d", stage, state["epochs_done"])
     start = state["epochs_done"]
     if start < epochs and not state["stopped_early"]:
-        train_blocks = prepared.splits["train"]
+        train_blocks, val_blocks = prepared.splits["train"], prepared.splits["val"]
+        steps = steps_per_epoch(prepared, cfg)
+        extra = {}
+        if worker.distributed:  # fixed step counts on every worker: each step is a collective
+            val_steps = loader.steps(loader.n_events(val_blocks), cfg.data.batch_size)
+            shards = ((worker.index, worker.workers, steps), (worker.index, worker.workers, val_steps))
+            extra["validation_steps"] = val_steps
+        else:
+            shards = (None, None)
         train_ds = loader.as_tf_dataset(prepared.reader, train_blocks, cfg.data, prepared.standardization,
-                                        seed=cfg.seed, epochs=range(start, epochs))
-        val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data,
-                                      prepared.standardization)
-        checkpoint = _make_callback(keras, tf)(ckpt_dir, policy, state, stage / HISTORY_FILE)
+                                        seed=cfg.seed, epochs=range(start, epochs), shard=shards[0])
+        val_ds = loader.as_tf_dataset(prepared.reader, val_blocks, cfg.data, prepared.standardization,
+                                      shard=shards[1])
+        checkpoint = _make_callback(keras, tf)(ckpt_dir, policy, state, ckpt_dir.parent / HISTORY_FILE)
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
-                  steps_per_epoch=steps_per_epoch(prepared, cfg), callbacks=[*callbacks, checkpoint],
-                  verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+                  steps_per_epoch=steps, callbacks=[*callbacks, checkpoint],
+                  verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose, **extra)
     if policy.keep_best:
-        model.load_weights(str(ckpt_dir / BEST_WEIGHTS))
+        # A worker's own copy if it saved one in this process; else the one
+        # committed before the resume (the chief's may still be being written).
+        best = ckpt_dir / BEST_WEIGHTS
+        model.load_weights(str(best if best.is_file() else read_dir / BEST_WEIGHTS))
     return state
 
 
@@ -255,8 +275,9 @@ def save_model_h5(model, path: Path) -> None:
         model.save(str(tmp), save_format="h5", include_optimizer=False)
 
 
-def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
-    """Train (or resume, or recognise as finished) ``RUN/baseline``; return its metrics."""
+def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool = False) -> dict | None:
+    """Train (or resume, or recognise as finished) ``RUN/baseline``; return its
+    metrics (None on a non-chief worker, which writes nothing)."""
     stage = Path(run_dir) / BASELINE
     if not overwrite:
         check_same_config(stage, cfg)
@@ -266,26 +287,37 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
 
     # Every bad-data error happens here, before anything is written or removed.
     prepared = prepare_data(cfg, None if overwrite else stage)
-    if overwrite and stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
-    artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
 
     from data.backend import keras, tf
     from ptq.models import build_model, make_loss
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(cfg.model, prepared.reader.input_shape)
-    optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
-    model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+    worker = distribute.start(cfg)
+    if worker.is_chief:
+        if overwrite and stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
+        artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
+    with worker.scope():
+        model = build_model(cfg.model, prepared.reader.input_shape)
+        optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
+        model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
 
     t0 = time.time()
+    tensorboard = keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False, profile_batch=0)
     state = fit_resumable(model, prepared, cfg, stage, epochs=cfg.train.epochs,
                           policy=EpochPolicy.from_train(cfg.train),
-                          callbacks=[keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False,
-                                                                 profile_batch=0)])
+                          callbacks=[tensorboard] if worker.is_chief else [], worker=worker,
+                          resume=worker.is_chief or not overwrite)
+    if worker.distributed:
+        model = distribute.local_copy(model, lambda: build_model(cfg.model, prepared.reader.input_shape))
+    if not worker.is_chief:  # the chief writes the artifacts
+        worker.barrier()
+        worker.close()
+        prepared.reader.close()
+        return None
     test, reference = evaluate_test(model, prepared, cfg)
     save_model_h5(model, stage / MODEL_FILE)
     write_history(stage / HISTORY_FILE, state["history"])
@@ -305,6 +337,7 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     }
     artifacts.write_metrics(stage, metrics)
     prepared.reader.close()
+    worker.barrier()
     log.info("baseline done: test response %.4f, resolution %.4f (raw %s: %.4f, %.4f) -> %s",
              test["response_median"], test["resolution_q68"], "reference",
              reference["response_median"], reference["resolution_q68"], stage)

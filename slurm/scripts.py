@@ -30,7 +30,7 @@ class Paths:
 
 
 def _header(name: str, stage: SlurmStage, cfg: Config, paths: Paths, *, array: int = 0,
-            requeue: bool = True) -> list[str]:
+            requeue: bool = True, tasks: int = 1) -> list[str]:
     s = cfg.slurm
     log = paths.logs / (f"%x-%A_%a.out" if array else "%x-%j.out")
     flags = [f"--job-name=hepprune-{name}", f"--output={log}", f"--time={stage.time}",
@@ -41,6 +41,8 @@ def _header(name: str, stage: SlurmStage, cfg: Config, paths: Paths, *, array: i
         flags.append(f"--account={s.account}")
     if stage.gpus:
         flags.append(f"--gres=gpu:{stage.gpus}")
+    if tasks > 1:
+        flags.append(f"--ntasks={tasks}")
     if array:
         flags.append(f"--array=0-{array - 1}")
     if requeue:  # append: a requeued job continues the same log
@@ -61,6 +63,22 @@ def _stage_command(script: str, paths: Paths, *extra: str) -> str:
     return f'"$PYTHON" {script} ' + " ".join(shlex.quote(a) if not a.startswith('"') else a for a in args)
 
 
+MULTIWORKER_STAGES = ("pretrain", "prune")
+
+
+def _tasks(cfg: Config, name: str) -> int:
+    """Workers of a stage: distribute.workers for a multi-worker training stage, else 1."""
+    return cfg.distribute.workers if cfg.distribute.strategy == "multiworker" and name in MULTIWORKER_STAGES else 1
+
+
+def _launch(cfg: Config, name: str, stage: SlurmStage, command: str) -> str:
+    """A multi-worker stage runs one worker per task under srun (which also
+    stops the step when a worker fails); other stages run the command itself."""
+    if cfg.distribute.strategy != "multiworker" or name not in MULTIWORKER_STAGES:
+        return command
+    return f"srun --kill-on-bad-exit=1 --cpus-per-task={stage.cpus} {command}"
+
+
 def render(cfg: Config, paths: Paths) -> dict[str, str]:
     """stage -> sbatch script text, for every stage the config submits
     (synth only with ``slurm.synth``)."""
@@ -78,9 +96,9 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
         bodies["synth"] = (s.synth_job, 0, [_stage_command("prune/analyze_prune.py", paths, "--synth")])
     scripts = {}
     for name, (stage, array, body) in bodies.items():
-        lines = [*_header(name, stage, cfg, paths, array=array), *_prologue(cfg, paths),
-                 "source slurm/preempt.sh", *(f"hepprune_run {line}" if line.startswith('"$PYTHON"') else line
-                                               for line in body)]
+        lines = [*_header(name, stage, cfg, paths, array=array, tasks=_tasks(cfg, name)), *_prologue(cfg, paths),
+                 "source slurm/preempt.sh", *(f"hepprune_run {_launch(cfg, name, stage, line)}"
+                                               if line.startswith('"$PYTHON"') else line for line in body)]
         scripts[name] = "\n".join(lines) + "\n"
     return scripts
 

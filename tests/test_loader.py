@@ -57,6 +57,39 @@ def test_each_training_event_exactly_once_per_epoch(dataset):
     assert all(s == 64 for s in sizes[:-1]) and 0 < sizes[-1] <= 64  # only the last batch is short
 
 
+def test_workers_read_disjoint_shares_in_equal_steps(dataset):
+    """Multi-worker training: each worker reads only its own share, the
+    shares cover the split, and every worker yields the same number of full
+    batches (each step is a collective, so unequal counts would hang)."""
+    train = loader.split_blocks(dataset, 0.1, 0.1)["train"]
+    n_train, workers, local = loader.n_events(train), 3, 32
+    n_batches = loader.steps(n_train, local * workers)
+    shares = [loader.worker_blocks(train, w, workers, loader.epoch_rng(7, 0)) for w in range(workers)]
+    sizes = [loader.n_events(s) for s in shares]
+    assert sum(sizes) == n_train and max(sizes) - min(sizes) <= 1
+    with loader.Reader(dataset) as reader:
+        everything = np.sort(_targets(reader, train))
+        ids = []
+        for w in range(workers):
+            windows = list(loader.iter_worker_windows(reader, train, local, n_batches, worker=w, workers=workers,
+                                                      rng=loader.epoch_rng(7, 0), shuffle_buffer=300))
+            assert all(len(t) % local == 0 for _, t, _ in windows)
+            got = np.concatenate([t for _, t, _ in windows])
+            assert len(got) == n_batches * local
+            mine = _targets(reader, shares[w])
+            assert set(got) == set(mine)  # its whole share and nothing from another worker's
+            assert len(got) - len(mine) < local  # repeats only to fill the last batch
+            ids.append(mine)
+    np.testing.assert_array_equal(np.sort(np.concatenate(ids)), everything)
+
+
+def test_more_workers_than_events_is_refused(dataset):
+    train = loader.split_blocks(dataset, 0.1, 0.1)["train"][:1]
+    n = loader.n_events(train)
+    with loader.Reader(dataset) as reader, pytest.raises(DataError, match="cannot be shared by"):
+        next(loader.iter_worker_windows(reader, train, 8, 4, worker=0, workers=n + 1))
+
+
 def _again(dataset, train, epoch):
     with loader.Reader(dataset) as reader:
         return _targets(reader, train, shuffle_buffer=500, rng=loader.epoch_rng(7, epoch))

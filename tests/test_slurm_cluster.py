@@ -158,3 +158,46 @@ def test_invalid_partition_or_time_is_refused_before_submitting(slurm_cluster, t
     assert_one_line_error(proc, fragment)
     assert not (tmp_path / "run").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+MULTIWORKER_CONFIG = CONFIG.replace("train: {epochs: 2, early_stopping_patience: 0}",
+                                    "train: {epochs: 10, early_stopping_patience: 0}") + textwrap.dedent("""
+    distribute: {strategy: multiworker, workers: 2}
+""")
+
+
+def test_two_task_srun_training_reaches_the_single_worker_loss(slurm_cluster, tmp_path, run_cli, monkeypatch):
+    """Pretraining and pruning as 2-task srun steps (MultiWorkerMirroredStrategy):
+    the pretrained loss matches a single process's, pruning reaches its
+    target, and only the chief writes the run directory."""
+    assert "epochs: 10" in MULTIWORKER_CONFIG
+    scratch = tmp_path / "worker_tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where non-chief workers keep their private saves
+    make_shard(tmp_path / "data.h5", n=6000, seed=9)
+    jobs, _ = submit(tmp_path, run_cli, "--stages", "pretrain,prune", config=MULTIWORKER_CONFIG)
+    script = (tmp_path / "run/slurm/pretrain.sbatch").read_text()
+    assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
+    for stage in ("pretrain", "prune"):
+        assert wait_for(jobs[stage]) == "COMPLETED", (stage, _logs(tmp_path))
+    log = (tmp_path / f"run/slurm/logs/hepprune-pretrain-{jobs['pretrain']}.out").read_text()
+    assert "worker 0 of 2 (chief)" in log and "worker 1 of 2 (non-chief)" in log, log[-3000:]
+
+    run_cli("ptq/trainModel.py", "--config", tmp_path / "run/slurm/config.yaml", "--run-dir", tmp_path / "single",
+            "--set", "distribute.strategy=single", check_ok=True)
+    multi = json.loads((tmp_path / "run/baseline/metrics.json").read_text())
+    single = json.loads((tmp_path / "single/baseline/metrics.json").read_text())
+    history = (tmp_path / "run/baseline/history.csv").read_text().splitlines()
+    first_val = float(history[1].split(",")[2])
+    assert multi["val_loss"] < 0.5 * first_val  # it learned, so the comparison means something
+    assert abs(multi["val_loss"] - single["val_loss"]) <= 0.15 * single["val_loss"], (multi["val_loss"],
+                                                                                      single["val_loss"])
+    assert abs(multi["test"]["resolution_q68"] - single["test"]["resolution_q68"]) <= \
+        0.15 * single["test"]["resolution_q68"]
+
+    pruned = json.loads((tmp_path / "run/prune_0.50/metrics.json").read_text())
+    assert abs(pruned["achieved_sparsity"] - 0.5) <= 0.01
+    assert all(abs(v["achieved"] - 0.5) <= 0.01 for v in pruned["layers"].values())
+    assert list((tmp_path / "run/prune_0.50/tensorboard").rglob("events.out.tfevents*"))
+    assert sorted(p.name for p in tmp_path.glob("run/*")) == ["baseline", "prune_0.50", "slurm"]
+    assert not list(scratch.glob("hepprune-worker*")), "a non-chief worker left its scratch directory"

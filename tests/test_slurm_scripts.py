@@ -35,6 +35,39 @@ def test_generated_script_matches_golden_file(stage):
     assert text == golden.read_text(), f"{stage}.sbatch changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"
 
 
+MULTIWORKER_CONFIG = {**GOLDEN_CONFIG, "distribute": {"strategy": "multiworker", "workers": 4}}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "prune"])
+def test_multiworker_script_matches_golden_file(stage):
+    """One worker per task: --ntasks and an srun step that stops when a worker fails."""
+    text = render(config.from_dict(MULTIWORKER_CONFIG), PATHS)[stage]
+    golden = GOLDEN / f"{stage}_multiworker.sbatch"
+    if os.environ.get("HEPPRUNE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden.name} changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"
+
+
+def test_multiworker_leaves_the_other_stages_single_process():
+    multi = render(config.from_dict(MULTIWORKER_CONFIG), PATHS)
+    single = render(config.from_dict(GOLDEN_CONFIG), PATHS)
+    for stage in ("analyze", "scan", "synth"):
+        assert multi[stage] == single[stage]
+
+
+def test_multiworker_outside_srun_is_refused(tmp_path, run_cli):
+    from conftest import make_shard
+
+    make_shard(tmp_path / "d.h5", n=600)
+    (tmp_path / "c.yaml").write_text("distribute: {strategy: multiworker}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([os.sys.executable, str(ROOT / "ptq/trainModel.py"), "--config", str(tmp_path / "c.yaml"),
+                           "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path / "d.h5")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert_one_line_error(proc, "distribute.strategy=multiworker needs an srun step", "distribute.strategy=single")
+    assert not (tmp_path / "run").exists()
+
+
 def test_generated_scripts_are_valid_bash():
     for stage, text in _rendered().items():
         proc = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)

@@ -47,6 +47,8 @@ class DataConfig:
     target_transform: str = _opt("ratio", "what the network regresses: ratio = true/reference, "
                                  "log = log(true), none = true/target_scale",
                                  choices=("ratio", "log", "none"))
+    standardize: bool = _opt(True, "feed the network (x - mean) / std of the training inputs; false feeds raw "
+                             "inputs (e.g. a model.from_file trained on raw inputs)")
     target_scale: float = _opt(100.0, "divisor of the target for target_transform=none", gt=0)
     reference_floor: float = _opt(1.0, "reference values are clipped to at least this "
                                   "(in target units) for target_transform=ratio", gt=0)
@@ -58,9 +60,20 @@ class DataConfig:
                               "it must be below 1")
 
 
+MODULE_ATTR = (r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "'module.path:name'")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    type: str = _opt("mlp", "mlp (flat inputs) or cnn (the image view)", choices=("mlp", "cnn"))
+    type: str = _opt("mlp", "mlp (flat inputs) or cnn (the image view); also picks the input view for "
+                     "builder and from_file models", choices=("mlp", "cnn"))
+    builder: str = _opt("", "'module.path:function' called as function(input_shape, n_outputs) that returns an "
+                        "uncompiled tf_keras model; replaces the built-in network",
+                        pattern=(r"|" + MODULE_ATTR[0], MODULE_ATTR[1]))
+    from_file: str = _opt("", "a pretrained tf_keras .h5 model that becomes the baseline as it is "
+                          "(ptq/trainModel.py evaluates it instead of training)")
+    custom_objects: list = _opt(None, "'module.path:Name' of each custom layer or object the models need to "
+                                "load (registered under Name)", factory=list)
     hidden_units: list = _opt(None, "units of each hidden Dense layer", factory=lambda: [64, 32, 16])
     activation: str = _opt("relu", "hidden-layer activation", choices=("relu", "tanh", "sigmoid"))
     batch_norm: bool = _opt(False, "BatchNormalization after each hidden Dense/Conv2D")
@@ -69,6 +82,11 @@ class ModelConfig:
     pool_size: int = _opt(0, "MaxPooling2D size after each Conv2D, 0 = none (cnn only)", ge=0)
 
     def __post_init__(self) -> None:
+        if self.builder and self.from_file:
+            raise ConfigError("model.builder and model.from_file exclude each other; set one")
+        for item in self.custom_objects:
+            if not isinstance(item, str) or not re.fullmatch(MODULE_ATTR[0], item):
+                raise ConfigError(f"model.custom_objects: every entry must be 'module.path:Name', got {item!r}")
         for key in ("hidden_units", "conv_filters"):
             values = getattr(self, key)
             if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -252,6 +270,9 @@ def precision_bits(precision: str) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Config:
     seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0)
+    task: str = _opt("regression", "regression (a value, pred/true) or classification (the target is a class "
+                     "index; softmax outputs, cross-entropy, accuracy and ROC AUC)",
+                     choices=("regression", "classification"))
     data: DataConfig = _opt(None, "dataset and input pipeline", factory=DataConfig)
     model: ModelConfig = _opt(None, "network architecture", factory=ModelConfig)
     train: TrainConfig = _opt(None, "pretraining (ptq/trainModel.py)", factory=TrainConfig)

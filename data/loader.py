@@ -152,16 +152,24 @@ def check_finite(reader: Reader, block: Block, arrays) -> None:
                             f"at event {bad}")
 
 
-def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig) -> Standardization:
-    """One streaming pass over every split: refuse non-finite values, and
-    compute the standardisation from the training split only (Chan's pairwise
+def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
+         n_classes: int | None = None) -> Standardization:
+    """One streaming pass over every split: refuse non-finite values (and,
+    with ``n_classes``, targets that are not class indices), and compute the
+    standardisation from the training split only (Chan's pairwise
     mean/variance update in float64, so large datasets stay exact)."""
     count, mean, m2 = 0, None, None
     for split in SPLITS:
         for block in splits[split]:
             x, true, ref = arrays = reader.read(block)
             check_finite(reader, block, arrays)
-            if cfg.target_transform == "log" and (true <= 0).any():
+            if n_classes is not None:
+                bad = (true != np.round(true)) | (true < 0) | (true >= n_classes)
+                if bad.any():
+                    raise DataError(f"{reader.info.shards[block.shard].path}: target {true[bad][0]:g} at event "
+                                    f"{block.start + int(np.flatnonzero(bad)[0])} is not a class index in "
+                                    f"0..{n_classes - 1} (the class_names attribute lists {n_classes})")
+            elif cfg.target_transform == "log" and (true <= 0).any():
                 raise DataError(f"{reader.info.shards[block.shard].path}: target_transform=log "
                                 "needs a positive target, found values <= 0")
             if split != "train":
@@ -180,6 +188,8 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig) -> Sta
     # A feature that never varies (e.g. an always zero-suppressed tower) must
     # not divide by zero; it then passes through centred.
     std = np.where(std > 1e-12, std, 1.0)
+    if not cfg.standardize:  # identity: the network sees raw inputs
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     names = reader.info.feature_names if reader.key == "inputs" else ("image",)
     return Standardization(mean.astype(np.float32), std.astype(np.float32), tuple(names), count)
 
@@ -308,7 +318,7 @@ def steps(n: int, batch_size: int) -> int:
 
 def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standardization: Standardization,
                   *, seed: int | None = None, epochs: range | None = None,
-                  shard: tuple[int, int, int] | None = None):
+                  shard: tuple[int, int, int] | None = None, task: str = "regression"):
     """A ``tf.data.Dataset`` of ``(x, t)`` batches with ``t`` the encoded target.
 
     For training pass ``seed`` and the ``epochs`` to produce: the generator
@@ -337,7 +347,7 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
             rng = epoch_rng(seed, epoch) if seed is not None else None
             for x, true, ref in iter_windows(reader, blocks, bs, shuffle_buffer=cfg.shuffle_buffer, rng=rng,
                                              standardization=standardization):
-                t = targets.encode(true, ref, cfg)
+                t = targets.encode(true, ref, cfg, task)
                 n_full = (len(t) // bs) * bs
                 if n_full:
                     yield x[:n_full].reshape(-1, bs, *x.shape[1:]), t[:n_full].reshape(-1, bs)
@@ -347,12 +357,12 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
     spec = (tf.TensorSpec((None, None, *reader.input_shape), tf.float32),
             tf.TensorSpec((None, None), tf.float32))
     if shard is not None:
-        return _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec)
+        return _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, task)
     return (tf.data.Dataset.from_generator(generate, output_signature=spec)
             .prefetch(1).unbatch().prefetch(tf.data.AUTOTUNE))
 
 
-def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec):
+def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, task):
     import itertools
 
     from data.backend import tf
@@ -370,7 +380,7 @@ def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, s
             for x, true, ref in iter_worker_windows(reader, blocks, local, n_steps, worker=worker, workers=workers,
                                                     rng=rng, shuffle_buffer=cfg.shuffle_buffer,
                                                     standardization=standardization):
-                t = targets.encode(true, ref, cfg)
+                t = targets.encode(true, ref, cfg, task)
                 yield x.reshape(-1, local, *x.shape[1:]), t.reshape(-1, local)
 
     def regroup(x, t):  # (workers, local, ...) -> (batch_size, ...)

@@ -7,9 +7,11 @@ name            shape                  dtype      meaning
 ==============  =====================  =========  ====================================
 ``inputs``      (N, F)                 float32    flat input features; names in the
                                                   ``feature_names`` attribute
-``target``      (N,)                   float32    regression target (true energy/pT)
+``target``      (N,)                   float32    regression target (true energy/pT),
+                                                  or the class index (classification)
 ``reference``   (N,)                   float32    the raw estimator the network must
-                                                  beat (raw tower sum, raw jet pT)
+                                                  beat (raw tower sum, raw jet pT);
+                                                  unused for classification (zeros)
 ``image``       (N, H, W, L)           float32    optional image view (CNN input)
 ``aux/<name>``  (N,)                   any num.   optional per-event extras for
                                                   binned studies (particle id, ...)
@@ -18,7 +20,8 @@ name            shape                  dtype      meaning
 File attributes: ``schema`` (= ``"hepprune-regression"``), ``schema_version``,
 ``feature_names``, ``target_name``, ``target_unit``, ``reference_name``,
 ``source`` (what produced the file) and ``parameters`` (JSON of the generator
-or converter settings, so a file documents itself).
+or converter settings, so a file documents itself). A classification
+dataset also has ``class_names``: the target is an index into it.
 
 Datasets are chunked along events only, with chunks of about 2 MiB and no
 compression: gzip decompresses at ~200 MB/s here and would starve training,
@@ -68,6 +71,7 @@ def write_shard(
     image_layers: list[str] | None = None,
     aux: dict[str, np.ndarray] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write one shard atomically (temp file, then rename) and return its path."""
     n = len(target)
@@ -101,6 +105,8 @@ def write_shard(
             f.attrs["reference_name"] = reference_name
             f.attrs["source"] = source
             f.attrs["parameters"] = json.dumps(parameters, sort_keys=True)
+            if class_names:
+                f.attrs["class_names"] = list(class_names)
     return path
 
 
@@ -122,6 +128,7 @@ class DatasetInfo:
     target_unit: str
     reference_name: str
     parameters: dict
+    class_names: tuple[str, ...] = ()
 
     @property
     def n_events(self) -> int:
@@ -209,6 +216,7 @@ def _inspect(path: str) -> tuple[Shard, dict]:
             "target_unit": _str(f.attrs["target_unit"]),
             "reference_name": _str(f.attrs["reference_name"]),
             "parameters": json.loads(_str(f.attrs.get("parameters", "{}"))),
+            "class_names": _str_list(f.attrs["class_names"]) if "class_names" in f.attrs else (),
         }
     return Shard(path=path, n_events=int(n), chunk_rows=int(rows)), meta
 
@@ -225,7 +233,7 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
         if first is None:
             first = (path, meta)
         else:
-            for key in ("feature_names", "image_shape", "target_name", "reference_name"):
+            for key in ("feature_names", "image_shape", "target_name", "reference_name", "class_names"):
                 if meta[key] != first[1][key]:
                     raise DataError(f"shards disagree on {key}: {first[0]} has {first[1][key]}, "
                                     f"{path} has {meta[key]}")
@@ -239,4 +247,5 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
         target_unit=meta["target_unit"],
         reference_name=meta["reference_name"],
         parameters=meta["parameters"],
+        class_names=meta["class_names"],
     )

@@ -5,6 +5,9 @@
 ``log``    t = log(true): scale-free, but the network must rebuild the energy
            scale from the inputs.
 ``none``   t = true / scale.
+
+For ``task: classification`` the target is the class index and passes
+through unchanged (the loss is sparse categorical cross-entropy).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import numpy as np
 from data.config import DataConfig
 
 
-def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
+def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig, task: str = "regression") -> np.ndarray:
+    if task == "classification":
+        return true.astype(np.float32)
     if cfg.target_transform == "ratio":
         return (true / np.maximum(reference, cfg.reference_floor)).astype(np.float32)
     if cfg.target_transform == "log":

@@ -19,6 +19,7 @@ import numpy as np
 
 from data import artifacts, loader, targets
 from data.config import Config
+from data.errors import HepPruneError
 from ptq import metrics as phys
 from ptq import run_models, training
 from ptq.firmware import WEIGHTED_LAYERS, firmware_cost
@@ -52,33 +53,68 @@ def tflite_sizes(model) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
-                 cfg: Config, out_dir: Path, synth_tool: str | None = None) -> dict:
-    """Fold the standardisation into the first layer, export to hls4ml in
-    ``out_dir``, C-simulate the raw inputs and compare with Keras; with
-    ``synth_tool``, also C-synthesise the project and read its report."""
+def firmware_inputs(model, std: loader.Standardization, x_raw: np.ndarray):
+    """(model to export, the inputs it takes, hls4ml layer precisions or None).
+
+    The standardisation is folded into a first Dense layer, so the firmware
+    takes raw detector inputs. Where it cannot fold (a CNN, a model whose input
+    feeds several branches), the firmware takes standardised inputs, as the
+    network does; the check is numerical, so no model structure is assumed."""
+    from ptq import hls_bridge
+
+    x_std = std.apply(x_raw.copy())
+    try:
+        folded = hls_bridge.fold_standardization(model, std.mean, std.std)
+    except HepPruneError as exc:
+        log.info("%s; the firmware takes standardised inputs", exc)
+        return model, x_std, None
+    probe = slice(0, min(len(x_raw), 256))
+    want = np.asarray(model.predict_on_batch(x_std[probe]), np.float64)
+    got = np.asarray(folded.predict_on_batch(x_raw[probe]), np.float64)
+    if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(want).max())):
+        log.info("folding the standardisation into %s changes the outputs (its input feeds other layers too); "
+                 "the firmware takes standardised inputs", model.name)
+        return model, x_std, None
+    return folded, x_raw, hls_bridge.raw_input_precisions(folded, x_raw, folded.input_names[0])
+
+
+def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, cfg: Config, out_dir: Path,
+                        synth_tool: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Export to hls4ml in ``out_dir``, C-simulate, and return (firmware
+    outputs, Keras outputs of the same exported model, extras for the entry);
+    with ``synth_tool``, also C-synthesise the project and read its report."""
     from ptq import hls_bridge, synthesis
 
-    folded = hls_bridge.fold_standardization(model, std.mean, std.std)
-    precisions = hls_bridge.raw_input_precisions(folded, x_raw, folded.input_names[0])
+    exported, x_in, precisions = firmware_inputs(model, std, x_raw)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
-    graph = hls_bridge.convert(folded, out_dir, cfg.hls, precisions, backend=backend)
+    graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
     graph.compile()
-    y_hls = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
-    y_keras = np.concatenate([np.asarray(folded.predict_on_batch(x_raw[i:i + 8192])).reshape(-1)
-                              for i in range(0, len(x_raw), 8192)])
-    hls_phys = phys.response_metrics(targets.decode(y_hls, ref, cfg.data), true)
-    synth = {"synthesis": synthesis.run_synthesis(graph, out_dir)} if synth_tool else {}
-    return {**synth, "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
-            "hls_response_median": hls_phys["response_median"], "hls_resolution_q68": hls_phys["resolution_q68"],
-            "hls_dir": str(out_dir), "hls_precisions": precisions}
+    n = len(x_in)
+    y_hls = hls_bridge.csim_predict(graph, x_in.reshape(n, -1)).reshape(n, -1)
+    y_keras = np.concatenate([np.asarray(exported.predict_on_batch(x_in[i:i + 8192])).reshape(-1, y_hls.shape[1])
+                              for i in range(0, n, 8192)])
+    extras = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
+              "hls_inputs": "raw" if precisions is not None else "standardised",
+              "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
+    if synth_tool:
+        extras["synthesis"] = synthesis.run_synthesis(graph, out_dir)
+    return y_hls, y_keras, extras
+
+
+def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
+                 cfg: Config, out_dir: Path, synth_tool: str | None = None) -> dict:
+    """The hls4ml export's C simulation against Keras, and its response."""
+    y_hls, _, extras = export_and_simulate(model, std, x_raw, cfg, out_dir, synth_tool)
+    hls_phys = phys.response_metrics(targets.decode(y_hls.reshape(-1), ref, cfg.data), true)
+    return {**extras, "hls_response_median": hls_phys["response_median"],
+            "hls_resolution_q68": hls_phys["resolution_q68"]}
 
 
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
             synth_tool: str | None = None) -> dict:
     """Evaluate every model; return the summary (also what summary.json holds).
     ``synth_tool`` (vitis_hls or vivado_hls) adds C synthesis to the hls4ml export."""
-    from data.backend import keras
+    from ptq.models import load_model
 
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
@@ -95,7 +131,7 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
                  "binned": phys.binned_metrics(ref, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed)}
     for name, stage in models:
         t0 = time.time()
-        model = keras.models.load_model(str(stage / training.MODEL_FILE), compile=False)
+        model = load_model(stage / training.MODEL_FILE, cfg.model)
         stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
         pred = np.concatenate([targets.decode(model.predict_on_batch(x[i:i + 8192]), ref[i:i + 8192], cfg.data)
                                for i in range(0, len(x), 8192)])

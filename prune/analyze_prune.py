@@ -49,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = run_models.parse_samples(args.samples, cfg.analysis.samples)
     run_models.finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
     out = run_dir / analysis.STAGE
+    if cfg.task == "classification":
+        return _classification(cfg, run_dir, samples, names, synth_tool, out)
+    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
     analysis.write_outputs(summary, out)
     print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}"
           f"{'hls max |d|':>13}{'hls response':>14}")
@@ -62,6 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref = summary["reference"]
     print(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
     print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
+    return 0
+
+
+def _classification(cfg, run_dir, samples, names, synth_tool, out) -> int:
+    from prune import classification_analysis as ca
+
+    summary = ca.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
+    ca.write_outputs(summary, out)
+    print(f"\n{'model':<12}{'sparsity':>9}{'accuracy':>10}{'mean AUC':>10}{'multipliers':>13}{'gzip bytes':>12}"
+          f"{'hls accuracy':>14}{'hls agree':>11}")
+    for m in summary["models"]:
+        hls = (f"{m['hls_accuracy']:>14.4f}{m['hls_agreement']:>11.4f}" if "hls_accuracy" in m
+               else f"{'-':>14}{'-':>11}")
+        print(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['accuracy']:>10.4f}{m['auc_mean']:>10.4f}"
+              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
+    print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/roc.png)")
     return 0
 
 

@@ -24,12 +24,14 @@ from data import artifacts
 from data.config import Config
 from data.errors import ConfigError, RunError
 from ptq import distribute, run_models, training
-from ptq.models import OUTPUT_LAYER, make_loss
+from ptq.classification import headline
+from ptq.models import load_model, make_loss, output_layers
 from prune.schedule import Schedule, derive_schedule
 
 log = logging.getLogger(__name__)
 
-PRUNABLE_TYPES = ("Dense", "Conv2D")
+PRUNABLE_TYPES = ("Dense", "Conv1D", "Conv2D")  # built-in layers whose kernel tfmot prunes
+NOT_PRUNED_QUIETLY = ("BatchNormalization", "LayerNormalization")  # weights, but nothing to prune by design
 WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
 
 
@@ -55,15 +57,36 @@ def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Confi
     return replace(cfg, data=replace(cfg.data, batch_size=cfg.prune.batch_size or cfg.data.batch_size))
 
 
+def is_custom_prunable(layer) -> bool:
+    """A user layer implementing tfmot's PrunableLayer (get_prunable_weights)."""
+    from data.backend import tfmot
+
+    return isinstance(layer, tfmot.sparsity.keras.PrunableLayer)
+
+
+def can_prune(layer) -> bool:
+    return type(layer).__name__ in PRUNABLE_TYPES or is_custom_prunable(layer)
+
+
+def prunable_weights(layer) -> list:
+    """The weights the pruner masks: a custom layer says which; else the kernel."""
+    return list(layer.get_prunable_weights()) if is_custom_prunable(layer) else [layer.kernel]
+
+
 def prunable_layers(model) -> list[str]:
-    return [layer.name for layer in model.layers
-            if type(layer).__name__ in PRUNABLE_TYPES and layer.name != OUTPUT_LAYER]
+    """Every prunable layer except those producing the output. A weighted layer
+    tfmot cannot prune is left dense, with a warning naming it."""
+    outputs = set(output_layers(model))
+    for layer in model.layers:
+        if layer.weights and not can_prune(layer) and type(layer).__name__ not in NOT_PRUNED_QUIETLY:
+            log.warning("layer %s (%s) cannot be pruned by tfmot; it stays dense", layer.name, type(layer).__name__)
+    return [layer.name for layer in model.layers if can_prune(layer) and layer.name not in outputs]
 
 
 def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
     """Layer names to prune; unknown names or patterns are an error."""
     names = [layer.name for layer in model.layers]
-    candidates = [layer.name for layer in model.layers if type(layer).__name__ in PRUNABLE_TYPES]
+    candidates = [layer.name for layer in model.layers if can_prune(layer)]
     for key, patterns in (("include", include), ("exclude", exclude)):
         for pattern in patterns:
             if not fnmatch.filter(names, pattern):
@@ -73,7 +96,8 @@ def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
         not_prunable = [n for n in chosen if n not in candidates]
         if not_prunable:
             raise ConfigError(f"prune.include: {', '.join(not_prunable)} cannot be pruned (only "
-                              f"{' and '.join(PRUNABLE_TYPES)} kernels are); prunable: {', '.join(candidates)}")
+                              f"{', '.join(PRUNABLE_TYPES)} kernels and tfmot PrunableLayer weights are); "
+                              f"prunable: {', '.join(candidates)}")
     else:
         chosen = prunable_layers(model)
     chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
@@ -89,7 +113,7 @@ def _block_size(layer, cfg) -> tuple[int, int]:
     if cfg.granularity != "block":
         return (1, 1)
     block = tuple(cfg.block_size)
-    shape = tuple(layer.kernel.shape)
+    shape = tuple(prunable_weights(layer)[0].shape)
     if len(shape) != 2 or shape[0] < block[0] or shape[1] < block[1]:
         log.warning("layer %s (kernel %s) cannot take block_size %s; pruning it unstructured",
                     layer.name, shape, list(block))
@@ -155,13 +179,14 @@ def strip(model, base_model, layers: list[str], granularity: str):
 
 def pruning_units(layer, cfg) -> tuple[int, str]:
     """How many independent pieces the pruner removes from this layer's kernel."""
-    shape = tuple(int(d) for d in layer.kernel.shape)
+    weights = prunable_weights(layer)
+    shape = tuple(int(d) for d in weights[0].shape)
     if cfg.granularity == "neuron":
         return shape[-1], "units"
     block = _block_size(layer, cfg) if cfg.granularity == "block" else (1, 1)
     if block != (1, 1):
         return (shape[0] // block[0]) * (shape[1] // block[1]), f"{block[0]}x{block[1]} blocks"
-    return int(np.prod(shape)), "weights"
+    return int(sum(np.prod(w.shape) for w in weights)), "weights"
 
 
 def check_reachable(model, layers: list[str], target: float, cfg) -> None:
@@ -177,11 +202,11 @@ def check_reachable(model, layers: list[str], target: float, cfg) -> None:
 
 
 def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
-    """(zeros, size) of each named layer's kernel in a stripped model."""
+    """(zeros, size) of each named layer's pruned weights in a stripped model."""
     out = {}
     for name in layers:
-        kernel = model.get_layer(name).get_weights()[0]
-        out[name] = (int(np.count_nonzero(kernel == 0)), int(kernel.size))
+        weights = [np.asarray(w.numpy()) for w in prunable_weights(model.get_layer(name))]
+        out[name] = (int(sum(np.count_nonzero(w == 0) for w in weights)), int(sum(w.size for w in weights)))
     return out
 
 
@@ -243,11 +268,9 @@ def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tupl
 
 def check_sweep(cfg: Config, run_dir: Path) -> None:
     """Refuse the whole sweep before any target trains if any target would be refused."""
-    from data.backend import keras
-
     baseline = run_dir / training.BASELINE
     prepared = training.prepare_data(cfg, baseline)
-    model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+    model = load_model(baseline / training.MODEL_FILE, cfg.model)
     for target in cfg.prune.targets:
         plan_target(cfg, target, model, training.steps_per_epoch(prepared, cfg))
     prepared.reader.close()
@@ -275,7 +298,7 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     tf.config.experimental.enable_op_determinism()
 
     def load_base():
-        return keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+        return load_model(baseline / training.MODEL_FILE, cfg.model)
 
     with worker.scope():
         base_model = load_base()
@@ -295,7 +318,7 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     with worker.scope():
         model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
         model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate),
-                      loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+                      loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
     t0 = time.time()
     tb = stage / "tensorboard"
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]  # every worker: it advances the schedule
@@ -340,8 +363,9 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
         "schedule": schedule.to_dict(),
         "val_loss": state["last_val_loss"],
         "epochs_run": state["epochs_done"],
+        "task": cfg.task,
         "test": test,
-        "reference": reference,
+        **({"reference": reference} if reference else {}),
         **training.size_metrics(export, stage / training.MODEL_FILE),
         "units": {n: int(export.get_layer(n).get_config().get("units", export.get_layer(n).get_config()
                                                              .get("filters", 0))) for n in layers},
@@ -350,6 +374,5 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     artifacts.write_metrics(stage, metrics)
     prepared.reader.close()
     worker.barrier()
-    log.info("%s done: sparsity %.4f (target %.2f), test response %.4f, resolution %.4f", stage.name,
-             achieved, target, test["response_median"], test["resolution_q68"])
+    log.info("%s done: sparsity %.4f (target %.2f), test %s", stage.name, achieved, target, headline(test))
     return metrics

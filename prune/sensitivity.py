@@ -57,16 +57,15 @@ def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float)
 
 
 def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
-    from data.backend import keras
     from data import loader
     from prune import pruning
-    from ptq.models import make_loss
+    from ptq.models import load_model, make_loss
 
     if any(not 0 <= p < 1 for p in points):
         raise ConfigError(f"sensitivity points must be in [0, 1), got {list(points)}")
     baseline = run_dir / training.BASELINE
     prepared = training.prepare_data(cfg, baseline)
-    model = keras.models.load_model(str(baseline / training.MODEL_FILE), compile=False)
+    model = load_model(baseline / training.MODEL_FILE, cfg.model)
     model.compile(loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
     layers = pruning.select_layers(model, cfg.prune.include, cfg.prune.exclude)
     granularities = ["weight", "neuron"]

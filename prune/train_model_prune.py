@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_mod.load(args.config, args.overrides)
 
     from prune import pruning
+    from ptq.classification import headline
 
     if args.targets:
         targets = pruning.parse_targets(args.targets)
@@ -48,9 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
     for m in filter(None, rows):  # None: a non-chief worker of a multi-worker step
-        log.info("%s: target %.2f achieved %.4f, test response %.4f, resolution %.4f, gzip %d bytes",
-                 m["stage"], m["target_sparsity"], m["achieved_sparsity"], m["test"]["response_median"],
-                 m["test"]["resolution_q68"], m["gzip_bytes"])
+        log.info("%s: target %.2f achieved %.4f, test %s, gzip %d bytes", m["stage"], m["target_sparsity"],
+                 m["achieved_sparsity"], headline(m["test"]), m["gzip_bytes"])
     return 0
 
 

@@ -138,7 +138,7 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
     So the firmware takes detector inputs directly."""
     from data.backend import keras
 
-    first = next((l for l in model.layers if type(l).__name__ in ("Dense", "Conv2D")), None)
+    first = next((l for l in model.layers if l.weights), None)
     if first is None or type(first).__name__ != "Dense" or np.ndim(mean) != 1:
         kind = type(first).__name__ if first is not None else "no weighted layer"
         raise HepPruneError(f"cannot fold the input standardisation into the first layer ({kind}); "

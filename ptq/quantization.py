@@ -143,8 +143,8 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     import tempfile
 
     from data import artifacts
-    from data.backend import keras
     from ptq import run_models, training
+    from ptq.models import load_model
 
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
@@ -153,7 +153,7 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     std = prepared.standardization
     results = {}
     for name, stage in models:
-        model = keras.models.load_model(str(stage / training.MODEL_FILE), compile=False)
+        model = load_model(stage / training.MODEL_FILE, cfg.model)
         folded = hls_bridge.fold_standardization(model, std.mean, std.std)
         out = run_dir / STAGE / name
         out.mkdir(parents=True, exist_ok=True)

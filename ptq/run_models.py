@@ -34,7 +34,7 @@ def load_baseline_config(run_dir: Path) -> Config:
 
 
 def resolve_run_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
-    """``cfg`` with the data, model and train sections of the run's baseline,
+    """``cfg`` with the task and the data, model and train sections of the run's baseline,
     so every later stage sees the same split, standardisation, target
     transform and loss. ``data`` may point at the same dataset elsewhere."""
     base = load_baseline_config(run_dir)
@@ -42,7 +42,7 @@ def resolve_run_config(cfg: Config, run_dir: Path, data: str | None = None) -> C
         log.warning("the config's data section differs from the baseline's; using the baseline's "
                     "(same split, standardisation and target transform)")
     path = data if data is not None else base.data.path
-    return replace(cfg, model=base.model, train=base.train,
+    return replace(cfg, model=base.model, train=base.train, task=base.task,
                    data=replace(base.data, path=str(Path(path).expanduser().absolute())))
 
 

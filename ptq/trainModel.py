@@ -45,8 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = train_baseline(cfg, args.run_dir, overwrite=args.overwrite)
     if metrics is None:  # a non-chief worker of a multi-worker step
         return 0
-    log.info("wrote %s/baseline (val_loss %.5g, test response %.4f, resolution %.4f)", args.run_dir,
-             metrics["val_loss"], metrics["test"]["response_median"], metrics["test"]["resolution_q68"])
+    from ptq.classification import headline
+
+    log.info("wrote %s/baseline (val_loss %.5g, test %s)", args.run_dir, metrics["val_loss"],
+             headline(metrics["test"]))
     return 0
 
 

@@ -28,10 +28,11 @@ import yaml
 
 from data import artifacts, loader, targets
 from data.config import Config
-from data.errors import ConfigError, RunError
+from data.errors import ConfigError, DataError, RunError
 from data.schema import open_dataset
 from ptq import distribute
 from ptq.distribute import Worker
+from ptq.classification import classification_metrics, headline
 from ptq.metrics import response_metrics
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,22 @@ class Prepared:
     splits: dict[str, list[loader.Block]]
     standardization: loader.Standardization
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.reader.info.class_names
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.class_names) or 1
+
 
 def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     """Validate the dataset, split it, and scan it once for NaN/Inf and the
     standardisation (reused from ``stage_dir`` when a run already computed it)."""
     info = open_dataset(cfg.data.path)
+    if cfg.task == "classification" and not info.class_names:
+        raise DataError(f"task=classification needs the dataset's class_names file attribute (the target is an "
+                        f"index into it); {info.shards[0].path} has none")
     view = "image" if cfg.model.type == "cnn" else "flat"
     reader = loader.Reader(info, view)
     splits = loader.split_blocks(info, cfg.data.val_fraction, cfg.data.test_fraction)
@@ -85,26 +97,31 @@ def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     else:
         log.info("scanning %d events in %d shard(s) for NaN/Inf and input statistics",
                  info.n_events, len(info.shards))
-        std = loader.scan(reader, splits, cfg.data)
+        std = loader.scan(reader, splits, cfg.data,
+                          len(info.class_names) if cfg.task == "classification" else None)
     log.info("split: %s events", ", ".join(f"{s} {loader.n_events(b)}" for s, b in splits.items()))
     return Prepared(reader, splits, std)
 
 
 def predict(model, prepared: Prepared, split: str, cfg: Config, batch_size: int = 8192):
-    """Predicted and true target values (target units) and the reference, unshuffled."""
+    """Predicted and true target values (target units; class probabilities
+    for classification) and the reference, unshuffled."""
     preds, trues, refs = [], [], []
     for x, true, ref in loader.iter_batches(prepared.reader, prepared.splits[split], batch_size,
                                             standardization=prepared.standardization):
         t = model.predict_on_batch(x)
-        preds.append(targets.decode(t, ref, cfg.data))
+        preds.append(np.asarray(t) if cfg.task == "classification" else targets.decode(t, ref, cfg.data))
         trues.append(true)
         refs.append(ref)
     return np.concatenate(preds), np.concatenate(trues), np.concatenate(refs)
 
 
-def evaluate_test(model, prepared: Prepared, cfg: Config) -> tuple[dict, dict]:
-    """(network, raw reference) response metrics on the held-out test split."""
+def evaluate_test(model, prepared: Prepared, cfg: Config) -> tuple[dict, dict | None]:
+    """(network, raw reference) response metrics on the held-out test split;
+    (accuracy and AUC, None) for classification."""
     pred, true, ref = predict(model, prepared, "test", cfg)
+    if cfg.task == "classification":
+        return classification_metrics(pred, true, prepared.class_names), None
     return response_metrics(pred, true), response_metrics(ref, true)
 
 
@@ -240,9 +257,10 @@ def fit_resumable(model, prepared: Prepared, cfg: Config, stage: Path, *, epochs
         else:
             shards = (None, None)
         train_ds = loader.as_tf_dataset(prepared.reader, train_blocks, cfg.data, prepared.standardization,
-                                        seed=cfg.seed, epochs=range(start, epochs), shard=shards[0])
+                                        seed=cfg.seed, epochs=range(start, epochs), shard=shards[0],
+                                        task=cfg.task)
         val_ds = loader.as_tf_dataset(prepared.reader, val_blocks, cfg.data, prepared.standardization,
-                                      shard=shards[1])
+                                      shard=shards[1], task=cfg.task)
         checkpoint = _make_callback(keras, tf)(ckpt_dir, policy, state, ckpt_dir.parent / HISTORY_FILE)
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                   steps_per_epoch=steps, callbacks=[*callbacks, checkpoint],
@@ -289,21 +307,26 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     prepared = prepare_data(cfg, None if overwrite else stage)
 
     from data.backend import keras, tf
-    from ptq.models import build_model, make_loss
+    from ptq.models import make_loss, new_model
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     worker = distribute.start(cfg)
+    if cfg.model.from_file:
+        return adopt_baseline(cfg, prepared, stage, overwrite=overwrite, chief=worker.is_chief)
     if worker.is_chief:
         if overwrite and stage.exists():
             shutil.rmtree(stage)
         stage.mkdir(parents=True, exist_ok=True)
         artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
         artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
+    def build():
+        return new_model(cfg, prepared.reader.input_shape, prepared.n_outputs)
+
     with worker.scope():
-        model = build_model(cfg.model, prepared.reader.input_shape)
+        model = build()
         optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
-        model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+        model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
 
     t0 = time.time()
     tensorboard = keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False, profile_batch=0)
@@ -312,7 +335,7 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
                           callbacks=[tensorboard] if worker.is_chief else [], worker=worker,
                           resume=worker.is_chief or not overwrite)
     if worker.distributed:
-        model = distribute.local_copy(model, lambda: build_model(cfg.model, prepared.reader.input_shape))
+        model = distribute.local_copy(model, build)
     if not worker.is_chief:  # the chief writes the artifacts
         worker.barrier()
         worker.close()
@@ -327,18 +350,57 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epochs_done"],
         "stopped_early": state["stopped_early"],
-        "test": test,
-        "reference": reference,
+        **_task_metrics(cfg, test, reference),
         **size_metrics(model, stage / MODEL_FILE),
         "events": {s: loader.n_events(b) for s, b in prepared.splits.items()},
-        "target_transform": cfg.data.target_transform,
-        "loss": cfg.train.loss,
         "train_seconds_this_process": round(time.time() - t0, 2),
     }
     artifacts.write_metrics(stage, metrics)
     prepared.reader.close()
     worker.barrier()
-    log.info("baseline done: test response %.4f, resolution %.4f (raw %s: %.4f, %.4f) -> %s",
-             test["response_median"], test["resolution_q68"], "reference",
-             reference["response_median"], reference["resolution_q68"], stage)
+    log.info("baseline done: test %s%s -> %s", headline(test),
+             f" (raw reference: {headline(reference)})" if reference else "", stage)
+    return metrics
+
+
+def _task_metrics(cfg: Config, test: dict, reference: dict | None) -> dict:
+    if cfg.task == "classification":
+        return {"task": cfg.task, "test": test}
+    return {"task": cfg.task, "test": test, "reference": reference,
+            "target_transform": cfg.data.target_transform, "loss": cfg.train.loss}
+
+
+def adopt_baseline(cfg: Config, prepared: Prepared, stage: Path, *, overwrite: bool, chief: bool = True) -> dict | None:
+    """``model.from_file`` as the baseline: checked against the dataset and
+    the task, evaluated like a trained baseline, and written to ``stage``
+    with nothing trained."""
+    from data.backend import keras
+    from ptq.models import check_model, from_file_path, load_model, make_loss
+
+    path = from_file_path(cfg.model)
+    model = load_model(path, cfg.model)
+    check_model(model, prepared.reader.input_shape, cfg.task, len(prepared.class_names) or None,
+                f"model.from_file {path}")
+    if not chief:
+        prepared.reader.close()
+        return None
+    model.compile(loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
+    val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data, prepared.standardization,
+                                  task=cfg.task)
+    val_loss = float(model.evaluate(val_ds, verbose=0))
+    test, reference = evaluate_test(model, prepared, cfg)
+    if overwrite and stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
+    artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
+    save_model_h5(model, stage / MODEL_FILE)
+    write_history(stage / HISTORY_FILE, [])
+    metrics = {"stage": BASELINE, "from_file": str(path.resolve()), "val_loss": val_loss, "epochs_run": 0,
+               **_task_metrics(cfg, test, reference), **size_metrics(model, stage / MODEL_FILE),
+               "events": {s: loader.n_events(b) for s, b in prepared.splits.items()}}
+    artifacts.write_metrics(stage, metrics)
+    prepared.reader.close()
+    keras.backend.clear_session()
+    log.info("baseline adopted from %s: test %s -> %s", path, headline(test), stage)
     return metrics

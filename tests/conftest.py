@@ -99,3 +99,21 @@ def run(pruned_run, tmp_path):
     shutil.copytree(pruned_run / "run", tmp_path / "run")
     shutil.copy(pruned_run / "config.yaml", tmp_path / "config.yaml")
     return tmp_path / "run"
+
+
+def make_class_shard(path, n=2000, n_classes=3, n_features=6, image=False, seed=0):
+    """A small classification shard: class-dependent feature means (learnable,
+    not trivially separable), optionally with an 8x8x1 image view."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    centres = rng.normal(scale=1.5, size=(n_classes, n_features))
+    x = (centres[labels] + rng.normal(size=(n, n_features))).astype(np.float32)
+    kwargs = {}
+    if image:
+        pattern = rng.normal(size=(n_classes, 8, 8, 1))
+        kwargs.update(image=(pattern[labels] + rng.normal(scale=1.0, size=(n, 8, 8, 1))).astype(np.float32),
+                      image_layers=["pixels"])
+    return write_shard(path, inputs=x, target=labels.astype(np.float32), reference=np.zeros(n, np.float32),
+                       feature_names=[f"f{i}" for i in range(n_features)], target_name="class",
+                       target_unit="", reference_name="none", source="test", parameters={"seed": seed},
+                       class_names=[f"c{k}" for k in range(n_classes)], chunk_bytes=4096, **kwargs)

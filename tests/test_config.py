@@ -13,7 +13,7 @@ def test_defaults_are_valid_and_documented():
 
 
 @pytest.mark.parametrize("raw, fragments", [
-    ({"trian": {}}, ["'trian'", "seed, data, model, train"]),
+    ({"trian": {}}, ["'trian'", "seed, task, data, model, train"]),
     ({"train": {"epohcs": 3}}, ["'train.epohcs'", "epochs", "learning_rate"]),
     ({"train": {"epochs": 0}}, ["train.epochs", ">= 1"]),
     ({"train": {"epochs": "ten"}}, ["train.epochs", "integer"]),

@@ -1,0 +1,137 @@
+"""The model comparison for ``task: classification``: accuracy, per-class ROC
+AUC and overlaid ROC curves take the place of pred/true.
+
+Same shape as :mod:`prune.analysis` (same held-out events, sizes, firmware
+cost, hls4ml export); the hls4ml C simulation's accuracy is compared with
+Keras', and ``hls_agreement`` is the fraction of events where both pick the
+same class. Writes ``RUN/analysis/``: summary.json, summary.csv, report.md,
+plots/roc.png and metrics.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data import artifacts
+from data.config import Config
+from prune.analysis import STAGE, export_and_simulate, layer_sparsity, tflite_sizes
+from ptq import run_models, training
+from ptq.classification import classification_metrics, roc_curve
+from ptq.firmware import firmware_cost
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ("name", "sparsity", "accuracy", "auc_mean", "params", "nonzero_params", "h5_bytes", "gzip_bytes",
+              "tflite_bytes", "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_accuracy",
+              "hls_agreement", "hls_max_abs_diff")
+
+
+def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
+            synth_tool: str | None = None) -> dict:
+    from ptq.models import load_model
+
+    models = run_models.finished_models(run_dir, names)
+    prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
+    x_raw, labels, _ = run_models.test_events(prepared, samples)
+    prepared.reader.close()
+    std, classes = prepared.standardization, prepared.class_names
+    x = std.apply(x_raw.copy())
+    log.info("comparing %d model(s) on %d held-out test events, %d classes", len(models), len(labels), len(classes))
+    entries = []
+    for name, stage in models:
+        t0 = time.time()
+        model = load_model(stage / training.MODEL_FILE, cfg.model)
+        stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
+        probs = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + 8192]))
+                                for i in range(0, len(x), 8192)]).reshape(len(x), -1)
+        tfl, tfl_q = tflite_sizes(model)
+        cost = firmware_cost(model, cfg.hls)
+        entry = {
+            "name": name,
+            "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
+            **classification_metrics(probs, labels, classes),
+            **training.size_metrics(model, stage / training.MODEL_FILE),
+            "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
+            "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
+            "layer_sparsity": layer_sparsity(model),
+            "roc": {c: [a.tolist() for a in roc_curve(probs[:, k], labels == k, points=51)]
+                    for k, c in enumerate(classes)},
+        }
+        if cfg.hls.simulate:
+            y_hls, y_keras, extras = export_and_simulate(model, std, x_raw, cfg, run_dir / "hls4ml" / name,
+                                                         synth_tool)
+            entry.update(extras)
+            entry["hls_accuracy"] = float((y_hls.argmax(axis=1) == labels).mean())
+            entry["hls_agreement"] = float((y_hls.argmax(axis=1) == y_keras.argmax(axis=1)).mean())
+        entries.append(entry)
+        log.info("%s: accuracy %.4f, mean AUC %.4f, %d multipliers, hls accuracy %s (%.1f s)", name,
+                 entry["accuracy"], entry["auc_mean"], entry["multipliers"],
+                 f"{entry['hls_accuracy']:.4f}" if "hls_accuracy" in entry else "-", time.time() - t0)
+    base = next((e for e in entries if e["name"] == training.BASELINE), None)
+    for e in entries:
+        e["accuracy_shift"] = e["accuracy"] - base["accuracy"] if base else None
+    return {"task": "classification", "samples": int(len(labels)), "class_names": list(classes), "models": entries}
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Model comparison (classification, {summary['samples']} held-out test events)", "",
+             "| model | sparsity | accuracy | mean AUC | " + " | ".join(f"AUC {c}" for c in summary["class_names"])
+             + " | gzip bytes | multipliers | hls accuracy | hls agreement |",
+             "|---" * (8 + len(summary["class_names"])) + "|"]
+    for m in summary["models"]:
+        hls = (f"{m['hls_accuracy']:.4f} | {m['hls_agreement']:.4f}" if "hls_accuracy" in m else "- | -")
+        lines.append(f"| {m['name']} | {m['sparsity']:.3f} | {m['accuracy']:.4f} | {m['auc_mean']:.4f} | "
+                     + " | ".join(f"{m['auc'][c]:.4f}" for c in summary["class_names"])
+                     + f" | {m['gzip_bytes']} | {m['multipliers']} | {hls} |")
+    lines += ["", "ROC curves: plots/roc.png (one panel per class, every model overlaid).", ""]
+    return "\n".join(lines)
+
+
+def plot_roc(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = summary["class_names"]
+    cols = min(len(classes), 5)
+    rows = -(-len(classes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for k, c in enumerate(classes):
+        ax = axes[k // cols][k % cols]
+        for m in summary["models"]:
+            fpr, tpr = m["roc"][c]
+            ax.plot(fpr, tpr, label=f"{m['name']} ({m['auc'][c]:.3f})", lw=1)
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+        ax.set_title(f"class {c}", fontsize=9)
+        ax.set_xlabel("false-positive rate", fontsize=8)
+        ax.set_ylabel("true-positive rate", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
+    for k in range(len(classes), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.tight_layout()
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_outputs(summary: dict, out: Path) -> None:
+    """summary.json, summary.csv, report.md and plots/roc.png, metrics.json last."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    plot_roc(summary, out / "plots" / "roc.png")
+    artifacts.write_json(out / "summary.json", summary)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(summary["models"])
+    artifacts.write_text(out / "summary.csv", buf.getvalue())
+    artifacts.write_text(out / "report.md", markdown(summary))
+    artifacts.write_metrics(out, {"stage": STAGE, "task": "classification", "samples": summary["samples"],
+                                  "models": [m["name"] for m in summary["models"]]})

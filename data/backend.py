@@ -37,6 +37,11 @@ with quiet_stderr():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 
+    # Device discovery prints "failed call to cuInit" on CPU-only nodes; do it
+    # here, quietly. (It lists devices without starting the runtime, so a
+    # multi-worker strategy can still be set up afterwards.)
+    tf.config.list_physical_devices()
+
 __all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
 
 

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = _points(args.points) if args.points else sensitivity.DEFAULT_POINTS
     run_dir = Path(args.run_dir)
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
+    if cfg.task == "classification":
+        raise ConfigError("sensitivity_scan.py measures pred/true response and resolution; it does not support task=classification yet "
+                          "(prune/analyze_prune.py compares classifiers)")
     rows = sensitivity.scan(cfg, run_dir, points)
     baseline = artifacts.read_json(run_dir / "baseline" / artifacts.METRICS_FILE)
     out = run_dir / sensitivity.STAGE

@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = run_models.parse_samples(args.samples, cfg.analysis.samples)
     run_models.finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = run_models.resolve_run_config(cfg, run_dir, args.data)
+    if cfg.task == "classification":
+        raise ConfigError("bitwidth_scan.py compares pred/true response and resolution; it does not support task=classification yet "
+                          "(prune/analyze_prune.py compares classifiers)")
     results = quantization.scan_models(cfg, run_dir, samples=samples, names=names)
     print(f"\n{'model':<12}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in
                                                                              cfg.ptq.widths) + f"{'chosen W':>10}")

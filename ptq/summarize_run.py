@@ -35,20 +35,25 @@ def summary_rows(run_dir: Path) -> list[dict]:
                      "resolution": test.get("resolution_q68"), "raw_response": ref.get("response_median"),
                      "raw_resolution": ref.get("resolution_q68"), "params": m.get("params"),
                      "nonzero": m.get("nonzero_params"), "gzip_bytes": m.get("gzip_bytes"), "path": str(stage),
+                     "accuracy": test.get("accuracy"), "auc_mean": test.get("auc_mean"),
                      "table": True})
     return rows
 
 
 COLUMNS = ("stage", "target", "sparsity", "val_loss", "response", "resolution", "raw_response",
            "raw_resolution", "params", "nonzero", "gzip_bytes")
+CLASSIFICATION_COLUMNS = ("stage", "target", "sparsity", "val_loss", "accuracy", "auc_mean", "params", "nonzero",
+                          "gzip_bytes")
 
 
 def format_table(rows: list[dict]) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    cells = [COLUMNS] + [tuple(fmt(r[c]) for c in COLUMNS) for r in rows if r["table"]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    columns = CLASSIFICATION_COLUMNS if any(r.get("accuracy") is not None for r in rows) else COLUMNS
+
+    cells = [columns] + [tuple(fmt(r[c]) for c in columns) for r in rows if r["table"]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
@@ -63,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
     print(f"\nRun {run_dir.resolve()}\n(sparsity = achieved fraction of zero weights in pruned kernels; "
           "response = median pred/true and resolution = half its 68% width, on the held-out test split; "
-          "raw = the reference estimator)\n")
+          "raw = the reference estimator; for classification, accuracy and the mean one-vs-rest ROC AUC)\n")
     print(format_table(rows))
     print()
     for r in rows:

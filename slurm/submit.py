@@ -45,6 +45,9 @@ def check_run_dir(cfg: Config, run_dir: Path) -> None:
         return
     base = config_mod.from_dict(yaml.safe_load(saved.read_text())).to_dict()
     mine = cfg.to_dict()
+    if base["task"] != mine["task"]:
+        raise ConfigError(f"the config disagrees with {saved} about task ({mine['task']!r} vs {base['task']!r}); "
+                          "use another --run-dir or the same settings")
     for section in RUN_SECTIONS:
         for key, value in mine[section].items():
             if base[section].get(key) != value:

@@ -19,7 +19,6 @@ import numpy as np
 
 from data import artifacts, loader, targets
 from data.config import Config
-from data.errors import HepPruneError
 from ptq import metrics as phys
 from ptq import run_models, training
 from ptq.firmware import WEIGHTED_LAYERS, firmware_cost
@@ -53,31 +52,6 @@ def tflite_sizes(model) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def firmware_inputs(model, std: loader.Standardization, x_raw: np.ndarray):
-    """(model to export, the inputs it takes, hls4ml layer precisions or None).
-
-    The standardisation is folded into a first Dense layer, so the firmware
-    takes raw detector inputs. Where it cannot fold (a CNN, a model whose input
-    feeds several branches), the firmware takes standardised inputs, as the
-    network does; the check is numerical, so no model structure is assumed."""
-    from ptq import hls_bridge
-
-    x_std = std.apply(x_raw.copy())
-    try:
-        folded = hls_bridge.fold_standardization(model, std.mean, std.std)
-    except HepPruneError as exc:
-        log.info("%s; the firmware takes standardised inputs", exc)
-        return model, x_std, None
-    probe = slice(0, min(len(x_raw), 256))
-    want = np.asarray(model.predict_on_batch(x_std[probe]), np.float64)
-    got = np.asarray(folded.predict_on_batch(x_raw[probe]), np.float64)
-    if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(want).max())):
-        log.info("folding the standardisation into %s changes the outputs (its input feeds other layers too); "
-                 "the firmware takes standardised inputs", model.name)
-        return model, x_std, None
-    return folded, x_raw, hls_bridge.raw_input_precisions(folded, x_raw, folded.input_names[0])
-
-
 def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, cfg: Config, out_dir: Path,
                         synth_tool: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Export to hls4ml in ``out_dir``, C-simulate, and return (firmware
@@ -85,7 +59,7 @@ def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, c
     with ``synth_tool``, also C-synthesise the project and read its report."""
     from ptq import hls_bridge, synthesis
 
-    exported, x_in, precisions = firmware_inputs(model, std, x_raw)
+    exported, x_in, precisions = hls_bridge.firmware_model(model, std, x_raw)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
     graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
     graph.compile()

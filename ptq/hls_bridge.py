@@ -120,7 +120,7 @@ def csim_predict(graph, x: np.ndarray, processes: int | None = None) -> np.ndarr
     lib = str(out_dir / "firmware" / f"{cfg.get_project_name()}-{cfg.get_config_value('Stamp')}.so")
     args = (lib, f"{cfg.get_project_name()}_float", str(out_dir / "firmware"))
     n_out = int(sum(v.size() for v in graph.get_output_variables()))
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)  # the firmware takes flat arrays
     processes = processes or min(os.cpu_count() or 1, 8)
     processes = max(1, min(processes, len(x) // 1000))  # a worker's start-up costs about 1000 samples
     chunks = np.array_split(x, processes)
@@ -154,3 +154,26 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
         raise HepPruneError(f"cannot fold the standardisation: {first.name} has no bias")
     folded.get_layer(first.name).set_weights([new_w, new_b] if first.use_bias else [new_w])
     return folded
+
+
+def firmware_model(model, std, x_raw: np.ndarray):
+    """(model to export, the inputs it takes, hls4ml layer precisions or None).
+
+    The standardisation is folded into a first Dense layer, so the firmware
+    takes raw detector inputs. Where it cannot fold (a CNN, a model whose input
+    feeds several branches), the firmware takes standardised inputs, as the
+    network does; the check is numerical, so no model structure is assumed."""
+    x_std = std.apply(x_raw.copy())
+    try:
+        folded = fold_standardization(model, std.mean, std.std)
+    except HepPruneError as exc:
+        log.info("%s; the firmware takes standardised inputs", exc)
+        return model, x_std, None
+    probe = slice(0, min(len(x_raw), 256))
+    want = np.asarray(model.predict_on_batch(x_std[probe]), np.float64)
+    got = np.asarray(folded.predict_on_batch(x_raw[probe]), np.float64)
+    if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(want).max())):
+        log.info("folding the standardisation into %s changes the outputs (its input feeds other layers too); "
+                 "the firmware takes standardised inputs", model.name)
+        return model, x_std, None
+    return folded, x_raw, raw_input_precisions(folded, x_raw, folded.input_names[0])

@@ -42,7 +42,7 @@ def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
     ranges = {model.input_names[0]: {"result": float(np.abs(x).max())}}
     for layer, out in zip(layers, values):
         r = {"result": float(np.abs(out).max())}
-        if type(layer).__name__ == "Dense":
+        if type(layer).__name__ in ("Dense", "Conv2D"):
             w = layer.get_weights()[0]
             b = layer.get_weights()[1] if layer.use_bias else np.zeros(1)
             r.update(weight=float(np.abs(w).max()), bias=float(np.abs(b).max()))
@@ -89,7 +89,7 @@ def choose_width(rows: list[dict]) -> int | None:
 
 def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Config, work_dir: Path,
          widths: list[int]) -> dict:
-    """C-simulate ``folded`` (a model taking raw inputs) at every width; return
+    """C-simulate ``folded`` (the model as exported, taking ``x_raw``) at every width; return
     the float metrics, one row per width and the chosen width (None if no
     width is within tolerance)."""
     ranges = layer_ranges(folded, x_raw)
@@ -154,19 +154,20 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     results = {}
     for name, stage in models:
         model = load_model(stage / training.MODEL_FILE, cfg.model)
-        folded = hls_bridge.fold_standardization(model, std.mean, std.std)
+        # The standardisation folded into a first Dense layer (raw inputs), or standardised inputs.
+        exported, x_in, _ = hls_bridge.firmware_model(model, std, x_raw)
         out = run_dir / STAGE / name
         out.mkdir(parents=True, exist_ok=True)
         (out / artifacts.METRICS_FILE).unlink(missing_ok=True)  # unfinished until the new scan is written
         log.info("%s: scanning widths %s on %d test events", name, cfg.ptq.widths, len(true))
         with tempfile.TemporaryDirectory(prefix=".scan.", dir=out) as work:
-            result = scan(folded, x_raw, true, ref, cfg, Path(work), cfg.ptq.widths)
+            result = scan(exported, x_in, true, ref, cfg, Path(work), cfg.ptq.widths)
         result.update(model=name, samples=int(len(true)))
         project = out / "hls4ml"
         shutil.rmtree(project, ignore_errors=True)
         if result["chosen_width"]:  # the project to synthesise: written, not compiled
             hls = replace(cfg.hls, precision=result["default_precision"])
-            hls_bridge.convert(folded, project, hls, result["precisions"]).write()
+            hls_bridge.convert(exported, project, hls, result["precisions"]).write()
         write_scan(result, out)
         results[name] = result
         if result["chosen_width"] is None:

@@ -59,7 +59,8 @@ def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, c
     with ``synth_tool``, also C-synthesise the project and read its report."""
     from ptq import hls_bridge, synthesis
 
-    exported, x_in, precisions = hls_bridge.firmware_model(model, std, x_raw)
+    exported, x_in, raw_precisions = hls_bridge.firmware_model(model, std, x_raw)
+    precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
     graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
     graph.compile()
@@ -68,7 +69,7 @@ def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, c
     y_keras = np.concatenate([np.asarray(exported.predict_on_batch(x_in[i:i + 8192])).reshape(-1, y_hls.shape[1])
                               for i in range(0, n, 8192)])
     extras = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
-              "hls_inputs": "raw" if precisions is not None else "standardised",
+              "hls_inputs": "raw" if raw_precisions is not None else "standardised",
               "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
     if synth_tool:
         extras["synthesis"] = synthesis.run_synthesis(graph, out_dir)

@@ -177,3 +177,52 @@ def firmware_model(model, std, x_raw: np.ndarray):
                  "the firmware takes standardised inputs", model.name)
         return model, x_std, None
     return folded, x_raw, raw_input_precisions(folded, x_raw, folded.input_names[0])
+
+
+def preactivation_ranges(model, x: np.ndarray) -> dict[str, float]:
+    """Largest |pre-activation| of each layer with a fused activation
+    (Dense(..., activation="relu")): hls4ml stores it in the layer's own
+    result type before its separate activation layer, and a ReLU output
+    hides how negative it gets."""
+    from data.backend import keras
+
+    fused = [l for l in model.layers if l.weights and l.get_config().get("activation") not in (None, "linear")]
+    if not fused:
+        return {}
+    inputs = keras.Model(model.inputs, [l.input for l in fused]).predict(x, batch_size=8192, verbose=0)
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    out = {}
+    for layer, i in zip(fused, inputs):
+        linear = type(layer).from_config({**layer.get_config(), "activation": "linear"})
+        linear.build(i.shape)
+        linear.set_weights(layer.get_weights())
+        out[layer.name] = float(np.abs(np.asarray(linear(i))).max())
+    return out
+
+
+def widen_overflowing(model, x: np.ndarray, precisions: dict | None, default: str) -> dict:
+    """``precisions`` plus wider result types (and exact "auto" accumulators)
+    for every layer whose values on ``x`` would overflow ``default``.
+
+    Why: a network trained on raw inputs (a user's own .h5, say) carries
+    activations in the hundreds, far beyond ap_fixed<16,6>'s +-32, and
+    fixed point wraps around. Layers within range keep the default, so the
+    usual standardised networks export exactly as before."""
+    from data.config import precision_bits
+    from ptq.quantization import HEADROOM, layer_ranges
+
+    width, integer = precision_bits(default)
+    frac = width - integer
+    out = {k: {"Precision": dict(v.get("Precision", {}))} for k, v in (precisions or {}).items()}
+    ranges = layer_ranges(model, x)
+    needs = {name: int_bits(HEADROOM * r["result"]) for name, r in ranges.items() if name != model.input_names[0]}
+    widened = False
+    for name, need in needs.items():
+        if need > integer:
+            out.setdefault(name, {"Precision": {}})["Precision"].setdefault("result", f"ap_fixed<{need + frac},{need}>")
+            widened = True
+    if widened:  # large inputs to a layer whose output is small still overflow its partial sums
+        for name, r in ranges.items():
+            if "weight" in r:
+                out.setdefault(name, {"Precision": {}})["Precision"].setdefault("accum", "auto")
+    return out

@@ -30,15 +30,18 @@ HEADROOM = 1.25  # activations and sums on unseen events may exceed what the sca
 
 
 def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
-    """Largest magnitude per hls4ml precision slot, per layer, on inputs ``x``:
-    ``result`` (every layer's output, and the input layer's), and ``weight``
-    and ``bias`` for Dense layers."""
+    """Largest magnitude per hls4ml precision slot, per hls4ml layer, on inputs
+    ``x``: ``result`` (every layer's output, and the input layer's; for a
+    layer with a fused activation its pre-activation, the activation being a
+    layer of its own in hls4ml), and ``weight`` and ``bias`` for Dense and
+    Conv2D layers."""
     from data.backend import keras
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     probe = keras.Model(model.inputs, [layer.output for layer in layers])
     values = probe.predict(x, batch_size=8192, verbose=0)
     values = values if isinstance(values, list) else [values]
+    pre = hls_bridge.preactivation_ranges(model, x)
     ranges = {model.input_names[0]: {"result": float(np.abs(x).max())}}
     for layer, out in zip(layers, values):
         r = {"result": float(np.abs(out).max())}
@@ -46,6 +49,9 @@ def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
             w = layer.get_weights()[0]
             b = layer.get_weights()[1] if layer.use_bias else np.zeros(1)
             r.update(weight=float(np.abs(w).max()), bias=float(np.abs(b).max()))
+        if layer.name in pre:  # hls4ml splits a fused activation off as <name>_<activation>
+            ranges[f"{layer.name}_{layer.get_config()['activation']}"] = {"result": r["result"]}
+            r["result"] = pre[layer.name]
         ranges[layer.name] = r
     return ranges
 

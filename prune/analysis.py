@@ -85,12 +85,28 @@ def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np
             "hls_resolution_q68": hls_phys["resolution_q68"]}
 
 
+def load_and_describe(name: str, stage: Path, cfg: Config):
+    """(model, entry with what every task reports: sparsity, sizes, firmware cost)."""
+    from ptq.models import load_model
+
+    model = load_model(stage / training.MODEL_FILE, cfg.model)
+    stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
+    tfl, tfl_q = tflite_sizes(model)
+    cost = firmware_cost(model, cfg.hls)
+    return model, {
+        "name": name,
+        "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
+        **training.size_metrics(model, stage / training.MODEL_FILE),
+        "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
+        "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
+        "layer_sparsity": layer_sparsity(model),
+    }
+
+
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
             synth_tool: str | None = None) -> dict:
     """Evaluate every model; return the summary (also what summary.json holds).
     ``synth_tool`` (vitis_hls or vivado_hls) adds C synthesis to the hls4ml export."""
-    from ptq.models import load_model
-
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
     x_raw, true, ref = run_models.test_events(prepared, samples)
@@ -106,23 +122,14 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
                  "binned": phys.binned_metrics(ref, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed)}
     for name, stage in models:
         t0 = time.time()
-        model = load_model(stage / training.MODEL_FILE, cfg.model)
-        stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
+        model, entry = load_and_describe(name, stage, cfg)
         pred = np.concatenate([targets.decode(model.predict_on_batch(x[i:i + 8192]), ref[i:i + 8192], cfg.data)
                                for i in range(0, len(x), 8192)])
-        tfl, tfl_q = tflite_sizes(model)
-        cost = firmware_cost(model, cfg.hls)
-        entry = {
-            "name": name,
-            "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
+        entry.update({
             **phys.response_metrics_with_errors(pred, true, n_bootstrap=a.bootstrap, seed=cfg.seed),
-            **training.size_metrics(model, stage / training.MODEL_FILE),
-            "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
-            "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
-            "layer_sparsity": layer_sparsity(model),
             "binned": phys.binned_metrics(pred, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed),
             "ratio": (pred / true).astype(np.float32),  # for plots; dropped before writing
-        }
+        })
         if cfg.hls.simulate:
             entry.update(hls_simulate(model, prepared.standardization, x_raw, true, ref, cfg,
                                       run_dir / "hls4ml" / name, synth_tool))

@@ -20,10 +20,9 @@ import numpy as np
 
 from data import artifacts
 from data.config import Config
-from prune.analysis import STAGE, export_and_simulate, layer_sparsity, tflite_sizes
+from prune.analysis import STAGE, export_and_simulate, load_and_describe
 from ptq import run_models, training
 from ptq.classification import classification_metrics, roc_curve
-from ptq.firmware import firmware_cost
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,6 @@ CSV_FIELDS = ("name", "sparsity", "accuracy", "auc_mean", "params", "nonzero_par
 
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
             synth_tool: str | None = None) -> dict:
-    from ptq.models import load_model
-
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
     x_raw, labels, _ = run_models.test_events(prepared, samples)
@@ -46,23 +43,14 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
     entries = []
     for name, stage in models:
         t0 = time.time()
-        model = load_model(stage / training.MODEL_FILE, cfg.model)
-        stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
+        model, entry = load_and_describe(name, stage, cfg)
         probs = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + 8192]))
                                 for i in range(0, len(x), 8192)]).reshape(len(x), -1)
-        tfl, tfl_q = tflite_sizes(model)
-        cost = firmware_cost(model, cfg.hls)
-        entry = {
-            "name": name,
-            "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
+        entry.update({
             **classification_metrics(probs, labels, classes),
-            **training.size_metrics(model, stage / training.MODEL_FILE),
-            "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
-            "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
-            "layer_sparsity": layer_sparsity(model),
             "roc": {c: [a.tolist() for a in roc_curve(probs[:, k], labels == k, points=51)]
                     for k, c in enumerate(classes)},
-        }
+        })
         if cfg.hls.simulate:
             y_hls, y_keras, extras = export_and_simulate(model, std, x_raw, cfg, run_dir / "hls4ml" / name,
                                                          synth_tool)

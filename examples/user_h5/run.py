@@ -14,30 +14,23 @@
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # for examples._steps
+
+from examples._steps import overrides, parse_args, step  # noqa: E402
+
 TINY = ["data.batch_size=128", "data.shuffle_buffer=4096", "prune.epochs=4", "prune.warmup_epochs=1",
         "prune.pruning_epochs=2", "analysis.samples=300"]
 
 
-def step(name: str, *args) -> None:
-    print(f"\n== {name}: {' '.join(map(str, args))}", flush=True)
-    if subprocess.run([sys.executable, *map(str, args)], cwd=ROOT).returncode != 0:
-        sys.exit(f"error: the {name} step failed (its message is above)")
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--tiny", action="store_true", help="a few epochs on few events (tests)")
-    args = p.parse_args()
-    out = Path(args.out).resolve()
-    sets = [a for s in (TINY if args.tiny else []) for a in ("--set", s)]
+    args = parse_args(__doc__)
+    out = args.out
+    sets = overrides(args.tiny, TINY)
     user_h5 = out / "user_model.h5"
     run = out / "run"
 

@@ -17,25 +17,22 @@ Every step is the project's own command; ``--tiny`` is a few epochs on few event
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # for examples._steps
+
+from examples._steps import overrides, parse_args, step  # noqa: E402
+
 CONFIG = Path(__file__).resolve().parent / "config.yaml"
 METHODS = {"weight": "unstructured", "neuron": "neuron"}
 TINY = ["data.batch_size=128", "data.shuffle_buffer=4096", "train.epochs=3", "prune.epochs=4",
         "prune.warmup_epochs=1", "prune.pruning_epochs=2"]
 
-
-def step(name: str, *args) -> None:
-    print(f"\n== {name}: {' '.join(map(str, args))}", flush=True)
-    if subprocess.run([sys.executable, *map(str, args)], cwd=ROOT).returncode != 0:
-        sys.exit(f"error: the {name} step failed (its message is above)")
 
 
 def collect(out: Path) -> list[dict]:
@@ -76,12 +73,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--tiny", action="store_true", help="a few epochs on few events (tests)")
-    args = p.parse_args()
-    out = Path(args.out).resolve()
-    sets = [a for s in (TINY if args.tiny else []) for a in ("--set", s)]
+    args = parse_args(__doc__)
+    out = args.out
+    sets = overrides(args.tiny, TINY)
     events = "12000" if args.tiny else "200000"
 
     step("dataset", "data/make_dataset.py", "--out", out / "data", "--events", events, "--seed", "1")

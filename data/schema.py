@@ -203,11 +203,15 @@ def _inspect(path: str) -> tuple[Shard, dict]:
         if "image" in f:
             if f["image"].ndim != 4 or f["image"].shape[0] != n:
                 raise DataError(f"{path}: 'image' has shape {f['image'].shape}, expected ({n}, H, W, L)")
+            if f["image"].dtype.kind != "f":
+                raise DataError(f"{path}: 'image' has dtype {f['image'].dtype}, expected float")
             image_shape = tuple(int(d) for d in f["image"].shape[1:])
         if "aux" in f:
             for name, ds in f["aux"].items():
                 if ds.shape != (n,):
                     raise DataError(f"{path}: 'aux/{name}' has shape {ds.shape}, expected ({n},)")
+                if ds.dtype.kind not in "biuf":
+                    raise DataError(f"{path}: 'aux/{name}' has dtype {ds.dtype}, expected a number")
         rows = inputs.chunks[0] if inputs.chunks else min(n, chunk_rows(inputs.shape[1] * 4, n))
         meta = {
             "feature_names": features,
@@ -233,7 +237,7 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
         if first is None:
             first = (path, meta)
         else:
-            for key in ("feature_names", "image_shape", "target_name", "reference_name", "class_names"):
+            for key in ("feature_names", "image_shape", "target_name", "target_unit", "reference_name", "class_names"):
                 if meta[key] != first[1][key]:
                     raise DataError(f"shards disagree on {key}: {first[0]} has {first[1][key]}, "
                                     f"{path} has {meta[key]}")

@@ -20,3 +20,14 @@ def test_readme_commands_exist():
         assert (ROOT / script).is_file(), script
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_readme_lists_every_console_command():
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    commands = [line.split("=")[0].strip() for line in setup["options.entry_points"]["console_scripts"].splitlines()
+                if line.strip()]
+    readme = (ROOT / "README.md").read_text()
+    assert commands and all(f"`{c}`" in readme for c in commands), [c for c in commands if f"`{c}`" not in readme]

@@ -184,6 +184,27 @@ def test_shards_that_disagree(tmp_path):
         open_dataset(tmp_path / "*.h5")
 
 
+def test_shards_in_different_units_are_refused(tmp_path):
+    make_shard(tmp_path / "a.h5", n=100)
+    make_shard(tmp_path / "b.h5", n=100)
+    with h5py.File(tmp_path / "b.h5", "a") as f:
+        f.attrs["target_unit"] = "MeV"
+    with pytest.raises(DataError, match="shards disagree on target_unit"):
+        open_dataset(tmp_path / "*.h5")
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("image", np.zeros((100, 2, 2, 1), "S1"), "'image' has dtype"),
+    ("aux/pid", np.array(["e"] * 100, "S1"), "'aux/pid' has dtype"),
+])
+def test_non_numeric_image_or_aux_is_refused(tmp_path, name, data, message):
+    path = make_shard(tmp_path / "s.h5", n=100)
+    with h5py.File(path, "a") as f:
+        f[name] = data
+    with pytest.raises(DataError, match=message):
+        open_dataset(path)
+
+
 @pytest.mark.parametrize("column", ["inputs", "target", "reference"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nan_or_inf_is_refused(tmp_path, column, value):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from data.errors import RunError
+
 METRICS_FILE = "metrics.json"
 
 
@@ -51,9 +53,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object this project wrote; a damaged file (a job killed by hand,
+    an edit) is a RunError naming it, not a parser traceback."""
+    try:
+        with open(path) as fh:
+            value = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path} is damaged (not valid JSON); rerun the stage that wrote it with --overwrite") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path} is damaged (a JSON {type(value).__name__}, expected an object); rerun the stage "
+                       "that wrote it with --overwrite")
+    return value
 
 
 def write_metrics(stage_dir: str | os.PathLike, metrics: dict) -> Path:

@@ -125,6 +125,9 @@ _POSITIVE = ("e_min", "e_over_h", "hadron_em_e0", "hadron_em_k", "em_hcal_leak_s
              "pileup_occupancy")
 
 
+MAX_PILEUP_MU = 1000  # far beyond any collider; keeps the Poisson draw and tower sums sane
+
+
 def _range_problems(p: CalorimeterParams) -> Iterable[str]:
     """Yield one short message per out-of-range parameter."""
     for f in dataclasses.fields(p):
@@ -144,6 +147,8 @@ def _range_problems(p: CalorimeterParams) -> Iterable[str]:
         yield f"e_max={p.e_max} must be >= e_min={p.e_min}"
     if isinstance(p.hadron_em_k, (int, float)) and p.hadron_em_k > 1:
         yield f"hadron_em_k={p.hadron_em_k} must be <= 1 (f_em grows with energy)"
+    if isinstance(p.pileup_mu, (int, float)) and p.pileup_mu > MAX_PILEUP_MU:
+        yield f"pileup_mu={p.pileup_mu} must be <= {MAX_PILEUP_MU} (the HL-LHC expects ~200)"
     if isinstance(p.impact_offset_max, (int, float)) and p.impact_offset_max > 0.5:
         yield f"impact_offset_max={p.impact_offset_max} must be <= 0.5 (inside the central tower)"
 

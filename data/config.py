@@ -269,7 +269,7 @@ def precision_bits(precision: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0)
+    seed: int = _opt(12345, "seed for weights, data order and everything random", ge=0, le=2**32 - 1)
     task: str = _opt("regression", "regression (a value, pred/true) or classification (the target is a class "
                      "index; softmax outputs, cross-entropy, accuracy and ROC AUC)",
                      choices=("regression", "classification"))
@@ -284,6 +284,14 @@ class Config:
     distribute: DistributeConfig = _opt(None, "how pretraining and pruning spread over workers",
                                         factory=DistributeConfig)
     slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)
+
+    def __post_init__(self) -> None:
+        # Checked here, at the door, so slurm/submit.py refuses it instead of the job.
+        if self.distribute.strategy == "multiworker":
+            for key, size in (("data.batch_size", self.data.batch_size), ("prune.batch_size", self.prune.batch_size)):
+                if size % self.distribute.workers:
+                    raise ConfigError(f"{key} {size} is not divisible by distribute.workers "
+                                      f"{self.distribute.workers}: each worker takes an equal share of a batch")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -394,6 +402,8 @@ def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file not found: {path}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" (line {mark.line + 1})" if mark else ""

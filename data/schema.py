@@ -161,6 +161,17 @@ def _str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _parameters(path: str, text) -> dict:
+    """The ``parameters`` attribute: JSON of the settings that made the file."""
+    try:
+        value = json.loads(_str(text))
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: the 'parameters' attribute is not a JSON object")
+    return value
+
+
 def _inspect(path: str) -> tuple[Shard, dict]:
     try:
         f = h5py.File(path, "r")
@@ -174,9 +185,9 @@ def _inspect(path: str) -> tuple[Shard, dict]:
         if _str(f.attrs["schema"]) != SCHEMA_NAME:
             raise DataError(f"{path}: schema attribute is '{_str(f.attrs['schema'])}', "
                             f"expected '{SCHEMA_NAME}'")
-        version = int(f.attrs["schema_version"])
-        if version != SCHEMA_VERSION:
-            raise DataError(f"{path}: schema_version {version} is not supported "
+        version = f.attrs["schema_version"]
+        if _str(version) != str(SCHEMA_VERSION):  # also refuses a string or array, without a numpy error
+            raise DataError(f"{path}: schema_version {_str(version)!r} is not supported "
                             f"(this hepprune reads version {SCHEMA_VERSION})")
         for name in REQUIRED_DATASETS:
             if name not in f or not isinstance(f[name], h5py.Dataset):
@@ -188,6 +199,8 @@ def _inspect(path: str) -> tuple[Shard, dict]:
         n = inputs.shape[0]
         if n == 0:
             raise DataError(f"{path}: holds no events")
+        if inputs.shape[1] == 0:
+            raise DataError(f"{path}: 'inputs' has no feature columns")
         for ds in (target, reference):
             if ds.shape != (n,):
                 raise DataError(f"{path}: '{ds.name.lstrip('/')}' has shape {ds.shape}, "
@@ -208,6 +221,8 @@ def _inspect(path: str) -> tuple[Shard, dict]:
             image_shape = tuple(int(d) for d in f["image"].shape[1:])
         if "aux" in f:
             for name, ds in f["aux"].items():
+                if not isinstance(ds, h5py.Dataset):
+                    raise DataError(f"{path}: 'aux/{name}' is a group; aux/ holds one (N,) dataset per quantity")
                 if ds.shape != (n,):
                     raise DataError(f"{path}: 'aux/{name}' has shape {ds.shape}, expected ({n},)")
                 if ds.dtype.kind not in "biuf":
@@ -219,7 +234,7 @@ def _inspect(path: str) -> tuple[Shard, dict]:
             "target_name": _str(f.attrs["target_name"]),
             "target_unit": _str(f.attrs["target_unit"]),
             "reference_name": _str(f.attrs["reference_name"]),
-            "parameters": json.loads(_str(f.attrs.get("parameters", "{}"))),
+            "parameters": _parameters(path, f.attrs.get("parameters", "{}")),
             "class_names": _str_list(f.attrs["class_names"]) if "class_names" in f.attrs else (),
         }
     return Shard(path=path, n_events=int(n), chunk_rows=int(rows)), meta

@@ -19,6 +19,7 @@ import numpy as np
 
 from data import artifacts, loader, targets
 from data.config import Config
+from data.errors import ConfigError
 from ptq import metrics as phys
 from ptq import run_models, training
 from ptq.firmware import WEIGHTED_LAYERS, firmware_cost
@@ -114,6 +115,10 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
     x = prepared.standardization.apply(x_raw.copy())
     a = cfg.analysis
     edges = np.asarray(a.bins, np.float64) if a.bins else phys.quantile_bins(true, a.n_bins)
+    if not ((true >= edges[0]) & (true <= edges[-1])).any():
+        raise ConfigError(f"analysis.bins {a.bins} hold none of the {len(true)} test events (the true "
+                          f"{prepared.reader.info.target_name} spans {true.min():.4g} to {true.max():.4g} "
+                          f"{prepared.reader.info.target_unit})")
     log.info("comparing %d model(s) on %d held-out test events", len(models), len(true))
 
     entries = []

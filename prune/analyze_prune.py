@@ -34,10 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
 
     from prune import analysis, pruning
     from ptq import run_models, synthesis
+
+    names = run_models.parse_models(args.models)
 
     synth_tool = None
     if args.synth:  # refused before any model is loaded

@@ -44,9 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.widths:  # validated with the config's own rules
         overrides.append(f"ptq.widths=[{','.join(map(str, _widths(args.widths)))}]")
     cfg = config_mod.load(args.config, overrides)
-    names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models else cfg.ptq.models) or None
 
     from ptq import quantization, run_models
+
+    names = run_models.parse_models(args.models) or cfg.ptq.models or None
 
     run_dir = Path(args.run_dir)
     samples = run_models.parse_samples(args.samples, cfg.analysis.samples)

@@ -138,10 +138,10 @@ def check_model(model, input_shape: tuple[int, ...], task: str, n_classes: int |
 
 def new_model(cfg: Config, input_shape: tuple[int, ...], n_outputs: int):
     """An uncompiled model to pretrain: the user's builder or the built-in network."""
+    custom_objects(cfg.model)  # fail on a bad entry before training, not when a later stage loads the model
     if not cfg.model.builder:
         return build_model(cfg.model, input_shape, n_outputs, cfg.task)
     function = _import(cfg.model.builder, "model.builder")
-    custom_objects(cfg.model)  # fail on a bad entry before training, not when loading
     try:
         model = function(tuple(input_shape), n_outputs)
     except Exception as exc:

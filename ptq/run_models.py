@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from data import artifacts, loader
 from data import config as config_mod
@@ -30,7 +29,7 @@ def load_baseline_config(run_dir: Path) -> Config:
     if not artifacts.is_complete(stage) or not model.is_file():
         raise RunError(f"missing baseline: {model} not found or unfinished; run ptq/trainModel.py "
                        f"--run-dir {run_dir} first")
-    return config_mod.from_dict(yaml.safe_load((stage / training.CONFIG_FILE).read_text()))
+    return config_mod.load(stage / training.CONFIG_FILE)
 
 
 def resolve_run_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
@@ -63,6 +62,16 @@ def finished_models(run_dir: Path, names: list[str] | None = None) -> list[tuple
             raise ConfigError(f"unknown model '{unknown[0]}'; models in {run_dir}: {', '.join(available)}")
         found = [(n, p) for n, p in found if n in names]
     return found
+
+
+def parse_models(text: str | None) -> list[str] | None:
+    """``--models a,b``: the names, or None when the option is absent."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--models expects comma-separated model names like baseline,prune_0.50, got '{text}'")
+    return names
 
 
 def parse_samples(text: str | None, default: int) -> int | None:

@@ -81,6 +81,22 @@ class Prepared:
         return len(self.class_names) or 1
 
 
+def _check_same_inputs(std: loader.Standardization, reader: loader.Reader, saved: Path) -> None:
+    """A dataset given to a later stage (``--data``) must have the inputs the
+    run's model was trained on, or the model would fail deep inside TensorFlow."""
+    info = reader.info
+    if reader.key == "inputs":
+        have, want = tuple(info.feature_names), tuple(std.feature_names)
+        if have != want:
+            diff = next((f"'{w}' vs '{h}'" for w, h in zip(want, have) if w != h), "")
+            raise DataError(f"{info.shards[0].path} has {len(have)} input features, the run was trained on "
+                            f"{len(want)} ({saved}){'; first difference: ' + diff if diff else ''}; "
+                            "use the baseline's dataset or one with the same features")
+    elif np.shape(std.mean) != tuple(info.image_shape or ()):
+        raise DataError(f"{info.shards[0].path} has images of shape {info.image_shape}, which the run's "
+                        f"standardisation ({saved}) does not fit; use the baseline's dataset")
+
+
 def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     """Validate the dataset, split it, and scan it once for NaN/Inf and the
     standardisation (reused from ``stage_dir`` when a run already computed it)."""
@@ -94,6 +110,7 @@ def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     saved = stage_dir / STANDARDIZATION_FILE if stage_dir else None
     if saved is not None and saved.is_file():
         std = loader.Standardization.from_dict(artifacts.read_json(saved))
+        _check_same_inputs(std, reader, saved)
     else:
         log.info("scanning %d events in %d shard(s) for NaN/Inf and input statistics",
                  info.n_events, len(info.shards))
@@ -314,19 +331,19 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     worker = distribute.start(cfg)
     if cfg.model.from_file:
         return adopt_baseline(cfg, prepared, stage, overwrite=overwrite, chief=worker.is_chief)
+    def build():
+        return new_model(cfg, prepared.reader.input_shape, prepared.n_outputs)
+
+    with worker.scope():  # built before the stage is written: a bad builder or custom object writes nothing
+        model = build()
+        optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
+        model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
     if worker.is_chief:
         if overwrite and stage.exists():
             shutil.rmtree(stage)
         stage.mkdir(parents=True, exist_ok=True)
         artifacts.write_text(stage / CONFIG_FILE, config_text(cfg))
         artifacts.write_json(stage / STANDARDIZATION_FILE, prepared.standardization.to_dict())
-    def build():
-        return new_model(cfg, prepared.reader.input_shape, prepared.n_outputs)
-
-    with worker.scope():
-        model = build()
-        optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
-        model.compile(optimizer=optimizer, loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
 
     t0 = time.time()
     tensorboard = keras.callbacks.TensorBoard(str(stage / "tensorboard"), write_graph=False, profile_batch=0)

@@ -43,7 +43,7 @@ def check_run_dir(cfg: Config, run_dir: Path) -> None:
     saved = run_dir / "baseline" / "config.yaml"
     if not saved.is_file():
         return
-    base = config_mod.from_dict(yaml.safe_load(saved.read_text())).to_dict()
+    base = config_mod.load(saved).to_dict()
     mine = cfg.to_dict()
     if base["task"] != mine["task"]:
         raise ConfigError(f"the config disagrees with {saved} about task ({mine['task']!r} vs {base['task']!r}); "
@@ -140,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RunError("sbatch not found: this machine has no SLURM client; run the stages locally in order "
                            "(as `make demo` does) or submit from a cluster login node")
         check_partition(cfg, list(scripts))
+        if not args.tensorboard:  # the jobs would fail minutes or hours later, in the queue
+            from data.schema import open_dataset
+
+            open_dataset(cfg.data.path)
     slurm_dir = run_dir / "slurm"
     if not args.dry_run:
         paths.logs.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+import h5py
+import numpy as np
 import pytest
 
 from conftest import PRUNED_RUN_CONFIG, ROOT, make_shard
@@ -100,16 +102,32 @@ def test_chain_produces_every_artifact(slurm_cluster, tmp_path, run_cli):
 
 def test_a_failing_parent_cancels_its_dependents(slurm_cluster, tmp_path, run_cli):
     (tmp_path / "config.yaml").write_text(CONFIG)
+    # Valid metadata, so submit.py accepts it; the NaN fails the pretraining job's scan.
+    make_shard(tmp_path / "nan.h5", n=3000, seed=9)
+    with h5py.File(tmp_path / "nan.h5", "a") as f:
+        f["target"][5] = np.nan
     proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run",
-                   "--data", tmp_path / "missing.h5", check_ok=True)
+                   "--data", tmp_path / "nan.h5", check_ok=True)
     jobs = json.loads((tmp_path / "run/slurm/jobs.json").read_text())
     assert wait_for(jobs["pretrain"]) == "FAILED"
     for stage in ("prune", "analyze", "scan"):
         assert wait_for(jobs[stage], timeout=120) == "CANCELLED", stage
     log = (tmp_path / f"run/slurm/logs/hepprune-pretrain-{jobs['pretrain']}.out").read_text()
-    assert "error: " in log and "missing.h5" in log
+    assert "error: " in log and "NaN or Inf in 'target' at event 5" in log
     assert not (tmp_path / "run/baseline/metrics.json").exists()
     assert proc.returncode == 0
+
+
+def test_a_missing_dataset_is_refused_before_submitting(slurm_cluster, tmp_path, run_cli):
+    from conftest import assert_one_line_error
+
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run",
+                   "--data", tmp_path / "missing_*.h5")
+    assert_one_line_error(proc, "no dataset file matches", "missing_*.h5")
+    assert not (tmp_path / "run/slurm/jobs.json").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
 
 
 def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, tmp_path, run_cli):

@@ -127,8 +127,8 @@ class PruneConfig:
                             "(whole output units by L2 norm)", choices=("unstructured", "block", "neuron"))
     block_size: list = _opt(None, "tfmot block_size [rows, cols] for granularity=block",
                             factory=lambda: [1, 4])
-    include: list = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv2D "
-                         "except the output layer", factory=list)
+    include: list = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv1D/"
+                         "Conv2D except the output layer", factory=list)
     exclude: list = _opt(None, "layer names or patterns never to prune", factory=list)
     learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)

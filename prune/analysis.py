@@ -22,7 +22,7 @@ from data.config import Config
 from data.errors import ConfigError
 from ptq import metrics as phys
 from ptq import run_models, training
-from ptq.firmware import WEIGHTED_LAYERS, firmware_cost
+from ptq.firmware import firmware_cost, weighted_kernels
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "res
 
 
 def layer_sparsity(model) -> dict[str, float]:
-    return {layer.name: float(np.mean(layer.get_weights()[0] == 0)) for layer in model.layers
-            if type(layer).__name__ in WEIGHTED_LAYERS}
+    return {name: float(np.mean(kernel == 0)) for name, kernel in weighted_kernels(model).items()}
 
 
 def tflite_sizes(model) -> tuple[int, int]:
@@ -138,6 +137,9 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
         if cfg.hls.simulate:
             entry.update(hls_simulate(model, prepared.standardization, x_raw, true, ref, cfg,
                                       run_dir / "hls4ml" / name, synth_tool))
+            if entry["hls_precisions"]:  # layers the export widened may need DSPs the default width does not
+                cost = firmware_cost(model, cfg.hls, entry["hls_precisions"])
+                entry.update(multipliers=cost["multipliers"], dsp=cost["dsp"], bram_18k=cost["bram_18k"], firmware=cost)
         entries.append(entry)
         log.info("%s: response %.4f, resolution %.4f, %d multipliers, hls max |diff| %s (%.1f s)", name,
                  entry["response_median"], entry["resolution_q68"], entry["multipliers"],

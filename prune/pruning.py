@@ -83,6 +83,10 @@ def prunable_layers(model) -> list[str]:
     return [layer.name for layer in model.layers if can_prune(layer) and layer.name not in outputs]
 
 
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
 def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
     """Layer names to prune; unknown names or patterns are an error."""
     names = [layer.name for layer in model.layers]
@@ -92,12 +96,15 @@ def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
             if not fnmatch.filter(names, pattern):
                 raise ConfigError(f"prune.{key}: no layer matches '{pattern}'; layers: {', '.join(names)}")
     if include:
-        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in include)]
-        not_prunable = [n for n in chosen if n not in candidates]
+        # A wildcard pattern picks the prunable layers it matches (fc* names activations too);
+        # a plain name, or a pattern matching nothing prunable, that cannot be pruned is refused.
+        not_prunable = [p for p in include if not fnmatch.filter(candidates, p) or
+                        (not _is_pattern(p) and p not in candidates)]
         if not_prunable:
             raise ConfigError(f"prune.include: {', '.join(not_prunable)} cannot be pruned (only "
                               f"{', '.join(PRUNABLE_TYPES)} kernels and tfmot PrunableLayer weights are); "
                               f"prunable: {', '.join(candidates)}")
+        chosen = [n for n in candidates if any(fnmatch.fnmatchcase(n, p) for p in include)]
     else:
         chosen = prunable_layers(model)
     chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]

@@ -20,7 +20,7 @@ import numpy as np
 
 from data.config import HlsConfig, precision_bits
 
-WEIGHTED_LAYERS = ("Dense", "Conv2D")
+WEIGHTED_LAYERS = ("Dense", "Conv1D", "Conv2D")
 BRAM18_BITS, BRAM18_DEPTH = 36, 512  # the widest BRAM18K aspect ratio
 
 
@@ -40,20 +40,32 @@ def layer_bram18(n_weights: int, weight_bits: int, reuse_factor: int, strategy: 
     return math.ceil(block_factor * weight_bits / BRAM18_BITS) * math.ceil(reuse_factor / BRAM18_DEPTH)
 
 
-def firmware_cost(model, hls: HlsConfig) -> dict:
-    """Per-layer and total multipliers, estimated DSPs and BRAM18Ks of a tf_keras model."""
-    width, _ = precision_bits(hls.precision)
-    uses_dsp = width >= hls.dsp_min_bits
+def weighted_kernels(model) -> dict[str, np.ndarray]:
+    """Layer name -> the weights its multipliers use: the kernel of a Dense or
+    convolution, the prunable weights of a custom tfmot ``PrunableLayer``."""
+    out = {}
+    for layer in model.layers:
+        if type(layer).__name__ in WEIGHTED_LAYERS:
+            out[layer.name] = np.asarray(layer.kernel.numpy())
+        elif hasattr(layer, "get_prunable_weights") and layer.get_prunable_weights():
+            out[layer.name] = np.concatenate([np.asarray(w.numpy()).ravel() for w in layer.get_prunable_weights()])
+    return out
+
+
+def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None) -> dict:
+    """Per-layer and total multipliers, estimated DSPs and BRAM18Ks of a tf_keras
+    model; ``layer_precisions`` (hls4ml LayerName settings, as the export used)
+    override a layer's weight width, which decides DSP or LUT multipliers."""
+    default_width, _ = precision_bits(hls.precision)
     drops_zeros = hls.strategy != "resource"
     layers = {}
-    for layer in model.layers:
-        if type(layer).__name__ not in WEIGHTED_LAYERS:
-            continue
-        kernel = layer.get_weights()[0]
+    for name, kernel in weighted_kernels(model).items():
+        weight = (layer_precisions or {}).get(name, {}).get("Precision", {}).get("weight")
+        width = precision_bits(weight)[0] if weight and precision_bits(weight) else default_width
         mults = layer_multipliers(kernel, hls.reuse_factor, drops_zeros)
-        layers[layer.name] = {"weights": int(kernel.size), "zeros": int(np.count_nonzero(kernel == 0)),
-                              "multipliers": mults, "dsp": mults if uses_dsp else 0,
-                              "bram_18k": layer_bram18(kernel.size, width, hls.reuse_factor, hls.strategy)}
+        layers[name] = {"weights": int(kernel.size), "zeros": int(np.count_nonzero(kernel == 0)),
+                        "multipliers": mults, "dsp": mults if width >= hls.dsp_min_bits else 0,
+                        "bram_18k": layer_bram18(kernel.size, width, hls.reuse_factor, hls.strategy)}
     return {"reuse_factor": hls.reuse_factor, "precision": hls.precision, "strategy": hls.strategy,
             "layers": layers, "multipliers": sum(v["multipliers"] for v in layers.values()),
             "dsp": sum(v["dsp"] for v in layers.values()), "bram_18k": sum(v["bram_18k"] for v in layers.values())}

@@ -51,10 +51,13 @@ def _header(name: str, stage: SlurmStage, cfg: Config, paths: Paths, *, array: i
     return ["#!/bin/bash", *(f"#SBATCH {f}" for f in flags)]
 
 
-def _prologue(cfg: Config, paths: Paths) -> list[str]:
+def _prologue(cfg: Config, paths: Paths, *, preemptible: bool = True) -> list[str]:
     setup = cfg.slurm.setup or ["if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi"]
+    # The USR1 trap comes before the set-up lines: a signal during a slow `module load`
+    # would otherwise kill the job instead of requeueing it.
     return ["# Written by slurm/submit.py from the experiment config; change the config, not this file.",
-            "set -euo pipefail", f"cd {shlex.quote(str(paths.project))}", *setup,
+            "set -euo pipefail", f"cd {shlex.quote(str(paths.project))}",
+            *(["source slurm/preempt.sh"] if preemptible else []), *setup,
             'PYTHON="${HEPPRUNE_PYTHON:-python}"']
 
 
@@ -97,8 +100,8 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
     scripts = {}
     for name, (stage, array, body) in bodies.items():
         lines = [*_header(name, stage, cfg, paths, array=array, tasks=_tasks(cfg, name)), *_prologue(cfg, paths),
-                 "source slurm/preempt.sh", *(f"hepprune_run {_launch(cfg, name, stage, line)}"
-                                               if line.startswith('"$PYTHON"') else line for line in body)]
+                 *(f"hepprune_run {_launch(cfg, name, stage, line)}" if line.startswith('"$PYTHON"') else line
+                   for line in body)]
         scripts[name] = "\n".join(lines) + "\n"
     return scripts
 
@@ -106,14 +109,16 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
 def render_tensorboard(cfg: Config, paths: Paths) -> str:
     """TensorBoard on a compute node, on a free port, printing the ssh -L
     command(s) that reach it from a laptop through the login node."""
-    lines = [*_header("tensorboard", cfg.slurm.tensorboard, cfg, paths, requeue=False), *_prologue(cfg, paths),
+    lines = [*_header("tensorboard", cfg.slurm.tensorboard, cfg, paths, requeue=False),
+             *_prologue(cfg, paths, preemptible=False),
              'PORT=$("$PYTHON" -c \'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])\')',
              'NODE=$(hostname -s)',
              'LOGIN=${SLURM_SUBMIT_HOST:-login.node}',
+             'ME=${SLURM_JOB_USER:-${USER:-$(id -un)}}',  # a batch job need not inherit USER
              f'echo "TensorBoard for {paths.run_dir} on $NODE:$PORT (job $SLURM_JOB_ID). From your laptop:"',
-             'echo "  ssh -N -L $PORT:$NODE:$PORT $USER@$LOGIN"',
+             'echo "  ssh -N -L $PORT:$NODE:$PORT $ME@$LOGIN"',
              'echo "or, where compute nodes accept ssh through the login node:"',
-             'echo "  ssh -N -J $USER@$LOGIN -L $PORT:localhost:$PORT $USER@$NODE"',
+             'echo "  ssh -N -J $ME@$LOGIN -L $PORT:localhost:$PORT $ME@$NODE"',
              'echo "then open http://localhost:$PORT"',
              f'exec "$PYTHON" -m tensorboard.main --logdir {shlex.quote(str(paths.run_dir))} --port "$PORT" --bind_all']
     return "\n".join(lines) + "\n"

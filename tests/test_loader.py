@@ -222,3 +222,16 @@ def test_empty_split(tmp_path):
     info = open_dataset(make_shard(tmp_path / "s.h5", n=4))
     with pytest.raises(DataError, match="the val split is empty"):
         loader.split_blocks(info, 0.1, 0.1)
+
+
+@pytest.mark.parametrize("transform", ["ratio", "log", "none"])
+def test_target_transforms_round_trip(transform):
+    from data import targets
+
+    cfg = DataConfig(target_transform=transform)
+    true = np.array([0.5, 3.0, 250.0, 480.0])
+    ref = np.array([0.0, 2.5, 300.0, 480.0])  # a zero reference falls back to reference_floor
+    t = targets.encode(true, ref, cfg)
+    np.testing.assert_allclose(targets.decode(t, ref, cfg), true, rtol=1e-6)
+    if transform == "ratio":
+        assert t[3] == 1.0 and t[0] == np.float32(0.5 / cfg.reference_floor)

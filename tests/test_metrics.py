@@ -80,6 +80,26 @@ def test_firmware_cost_of_a_model():
     assert cost["multipliers"] == 16 and cost["dsp"] == 16  # 16-bit weights use DSPs
     narrow = firmware_cost(model, HlsConfig(precision="ap_fixed<8,3>"))
     assert narrow["multipliers"] == 16 and narrow["dsp"] == 0
+    # The export widened fc1's weights (a raw-input first layer): those multipliers need DSPs again.
+    widened = firmware_cost(model, HlsConfig(precision="ap_fixed<8,3>"),
+                            {"fc1": {"Precision": {"weight": "ap_fixed<18,2>"}}, "input_1": {"Precision": {}}})
+    assert widened["layers"]["fc1"]["dsp"] == 12 and widened["layers"]["output"]["dsp"] == 0 and widened["dsp"] == 12
+
+
+def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
+    from data.backend import keras
+    from data.config import HlsConfig
+    from examples.user_model.models import ScaledDense
+    from ptq.firmware import firmware_cost
+
+    model = keras.Sequential([keras.Input((8, 2)), keras.layers.Conv1D(3, 3, name="conv1"),
+                              keras.layers.Flatten(), ScaledDense(5, name="scaled"), keras.layers.Dense(1, name="output")])
+    w = model.get_layer("scaled").get_weights()
+    w[0][:2, :] = 0  # 10 of the 90 kernel weights; the scale is not multiplied in the count
+    model.get_layer("scaled").set_weights(w)
+    layers = firmware_cost(model, HlsConfig())["layers"]
+    assert layers["conv1"]["multipliers"] == 3 * 2 * 3
+    assert layers["scaled"] == {"weights": 90, "zeros": 10, "multipliers": 80, "dsp": 80, "bram_18k": 0}
 
 
 def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():

@@ -284,6 +284,8 @@ def test_a_layer_that_misses_its_target_fails_the_run(run, run_cli):
     (["--targets", "abc"], "comma-separated numbers"),
     (["--set", "prune.warmup_epochs=5"], "exceeds prune.epochs"),
     (["--set", "prune.include=[fc9]"], "prune.include: no layer matches 'fc9'; layers: "),
+    (["--set", "prune.include=[fc1_act]"], "prune.include: fc1_act cannot be pruned"),
+    (["--set", "prune.include=['*_act']"], "prune.include: *_act cannot be pruned"),
     (["--set", "prune.exclude=[dense_*]"], "prune.exclude: no layer matches 'dense_*'"),
     (["--set", "prune.exclude=[fc*]"], "no layer to prune"),
     (["--set", "prune.frequency=200"], "cannot reach target"),
@@ -422,3 +424,26 @@ def test_a_sweep_with_one_unreachable_target_trains_nothing(run, run_cli):
                   check_ok=False)
     assert_one_line_error(proc, "target 0.3 is unreachable")
     assert not list(run.glob("prune_*"))
+
+
+# ------------------------------------------------------------------ schedules and layer choice, end to end
+
+
+def test_constant_schedule_reaches_its_target_and_summary_lists_it(run, run_cli):
+    _prune(run_cli, run, "--targets", "0.5", "--set", "prune.schedule=constant")
+    schedule = json.loads((run / "prune_0.50/schedule.json").read_text())
+    assert schedule["kind"] == "constant" and schedule["initial_sparsity"] == schedule["final_sparsity"] == 0.5
+    m = _metrics(run, 0.5)
+    assert m["layers"] and all(abs(layer["achieved"] - 0.5) <= 0.01 for layer in m["layers"].values())
+    table = run_cli("ptq/summarize_run.py", run, check_ok=True).stdout
+    row = next(line.split() for line in table.splitlines() if line.startswith("prune_0.50"))
+    assert row[1] == "0.5" and abs(float(row[2]) - m["achieved_sparsity"]) < 1e-3
+
+
+def test_include_pattern_and_exclude_choose_the_pruned_layers(run, run_cli):
+    _prune(run_cli, run, "--targets", "0.5", "--set", "prune.include=[fc*]", "--set", "prune.exclude=[fc2]")
+    assert set(_metrics(run, 0.5)["layers"]) == {"fc1"}
+    weights = _h5_weights(run / "prune_0.50/model.h5")
+    kernel = {name.split("/")[0]: w for name, w in weights.items() if name.endswith("kernel:0")}
+    assert abs(np.mean(kernel["fc1"] == 0) - 0.5) <= 0.01
+    assert np.count_nonzero(kernel["fc2"] == 0) == 0 and np.count_nonzero(kernel["output"] == 0) == 0

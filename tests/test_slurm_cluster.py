@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -155,6 +156,60 @@ def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, t
     ref = json.loads((tmp_path / "ref/baseline/metrics.json").read_text())
     assert got["epochs_run"] == ref["epochs_run"] == 12
     assert got["val_loss"] == ref["val_loss"] and got["test"] == ref["test"]
+
+
+def test_usr1_during_the_set_up_lines_requeues_too(slurm_cluster, tmp_path, run_cli):
+    """The signal can come while `module load` or a venv activation runs, before the stage starts."""
+    config = CONFIG.replace("  signal_seconds: 60\n", "  signal_seconds: 60\n  setup: ['if [ -f .venv/bin/activate ]; "
+                            "then source .venv/bin/activate; fi', 'echo hepprune-setting-up; sleep 15']\n")
+    assert "hepprune-setting-up" in config
+    jobs, _ = submit(tmp_path, run_cli, "--stages", "pretrain", config=config)
+    job = jobs["pretrain"]
+    log = tmp_path / f"run/slurm/logs/hepprune-pretrain-{job}.out"
+    deadline = time.time() + 120
+    while not (log.is_file() and "hepprune-setting-up" in log.read_text()):
+        assert time.time() < deadline and job_field(job, "JobState") not in FINAL, _logs(tmp_path)
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    assert wait_for(job) == "COMPLETED", _logs(tmp_path)
+    assert int(job_field(job, "Restarts")) == 1
+    assert "requeueing job" in log.read_text()
+    assert json.loads((tmp_path / "run/baseline/metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_tensorboard_job_serves_the_run_and_prints_the_tunnel(slurm_cluster, pruned_run, tmp_path, run_cli):
+    """The monitoring job as a user submits it: its log holds the ssh -L command, and the
+    port it names serves the run's pruning sparsity."""
+    import urllib.request
+
+    (tmp_path / "config.yaml").write_text(CONFIG.replace("  signal_seconds: 60\n",
+                                                         "  signal_seconds: 60\n  tensorboard: {time: '00:10:00'}\n"))
+    shutil.copytree(pruned_run / "run", tmp_path / "run")
+    run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run", "--tensorboard",
+            check_ok=True)
+    job = json.loads((tmp_path / "run/slurm/tensorboard.json").read_text())["tensorboard"]
+    log = tmp_path / f"run/slurm/logs/hepprune-tensorboard-{job}.out"
+    try:
+        deadline, tags = time.time() + 180, {}
+        while time.time() < deadline:
+            text = log.read_text() if log.is_file() else ""
+            tunnel = re.search(r"ssh -N -L (\d+):(\S+):(\d+) \S+@\S+", text)
+            if tunnel:
+                try:
+                    url = f"http://127.0.0.1:{tunnel.group(1)}/data/plugin/scalars/tags"
+                    with urllib.request.urlopen(url, timeout=10) as resp:
+                        tags = json.loads(resp.read())
+                except OSError:
+                    tags = {}
+                if "prune_0.50/tensorboard/sparsity" in tags:
+                    break
+            assert job_field(job, "JobState") not in FINAL, text[-2000:]
+            time.sleep(1)
+        assert tunnel and tunnel.group(1) == tunnel.group(3), text[-2000:]
+        assert "sparsity/fc1" in tags.get("prune_0.50/tensorboard/sparsity", []), sorted(tags)
+        assert "then open http://localhost:" + tunnel.group(1) in text
+    finally:
+        subprocess.run(["scancel", job], check=False)
 
 
 def _logs(tmp_path) -> str:

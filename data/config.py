@@ -157,7 +157,7 @@ class PruneConfig:
 @dataclass(frozen=True)
 class AnalysisConfig:
     samples: int = _opt(1000, "held-out test events compared per model; --samples all streams the whole "
-                        "test split", ge=1)
+                        "test split (the bit-width scan holds it in memory)", ge=1)
     n_bins: int = _opt(5, "quantile bins in the true value for binned metrics (used when bins is empty)", ge=1)
     bins: list = _opt(None, "explicit bin edges in the true value (target units); empty = quantile bins",
                       factory=list)

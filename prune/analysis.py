@@ -52,22 +52,32 @@ def tflite_sizes(model) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, cfg: Config, out_dir: Path,
+def predict(model, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Keras outputs, one row per event, in batches."""
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch])).reshape(len(x[i:i + batch]), -1)
+                           for i in range(0, len(x), batch)])
+
+
+def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Config, out_dir: Path,
                         synth_tool: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Export to hls4ml in ``out_dir``, C-simulate, and return (firmware
     outputs, Keras outputs of the same exported model, extras for the entry);
-    with ``synth_tool``, also C-synthesise the project and read its report."""
+    with ``synth_tool``, also C-synthesise the project and read its report.
+    ``x_chunks``: the raw test inputs as re-iterable arrays (a chunk at a time)."""
     from ptq import hls_bridge, synthesis
+    from ptq.run_models import Mapped
 
-    exported, x_in, raw_precisions = hls_bridge.firmware_model(model, std, x_raw)
+    exported, to_input, raw_precisions = hls_bridge.firmware_model(model, std, x_chunks)
+    x_in = Mapped(x_chunks, to_input)
     precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
     graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
     graph.compile()
-    n = len(x_in)
-    y_hls = hls_bridge.csim_predict(graph, x_in.reshape(n, -1)).reshape(n, -1)
-    y_keras = np.concatenate([np.asarray(exported.predict_on_batch(x_in[i:i + 8192])).reshape(-1, y_hls.shape[1])
-                              for i in range(0, n, 8192)])
+    hls_parts, keras_parts = [], []
+    for x in x_in:
+        hls_parts.append(hls_bridge.csim_predict(graph, x.reshape(len(x), -1)).reshape(len(x), -1))
+        keras_parts.append(predict(exported, x))
+    y_hls, y_keras = np.concatenate(hls_parts), np.concatenate(keras_parts)
     extras = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
               "hls_inputs": "raw" if raw_precisions is not None else "standardised",
               "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
@@ -76,10 +86,10 @@ def export_and_simulate(model, std: loader.Standardization, x_raw: np.ndarray, c
     return y_hls, y_keras, extras
 
 
-def hls_simulate(model, std: loader.Standardization, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
+def hls_simulate(model, std: loader.Standardization, x_chunks, true: np.ndarray, ref: np.ndarray,
                  cfg: Config, out_dir: Path, synth_tool: str | None = None) -> dict:
     """The hls4ml export's C simulation against Keras, and its response."""
-    y_hls, _, extras = export_and_simulate(model, std, x_raw, cfg, out_dir, synth_tool)
+    y_hls, _, extras = export_and_simulate(model, std, x_chunks, cfg, out_dir, synth_tool)
     hls_phys = phys.response_metrics(targets.decode(y_hls.reshape(-1), ref, cfg.data), true)
     return {**extras, "hls_response_median": hls_phys["response_median"],
             "hls_resolution_q68": hls_phys["resolution_q68"]}
@@ -109,9 +119,22 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
     ``synth_tool`` (vitis_hls or vivado_hls) adds C synthesis to the hls4ml export."""
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    x_raw, true, ref = run_models.test_events(prepared, samples)
-    prepared.reader.close()
-    x = prepared.standardization.apply(x_raw.copy())
+    try:
+        return _analyse(cfg, run_dir, prepared, models, samples, synth_tool)
+    finally:
+        prepared.reader.close()
+
+
+def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
+    # Events are read a chunk at a time on every pass (``--samples all`` never holds the
+    # split's inputs); the per-event outputs (pred, true, reference) are small.
+    chunks = run_models.TestChunks(prepared, samples)
+    std = prepared.standardization
+    trues, refs = [], []
+    for _, t, r in chunks:
+        trues.append(t)
+        refs.append(r)
+    true, ref = np.concatenate(trues), np.concatenate(refs)
     a = cfg.analysis
     edges = np.asarray(a.bins, np.float64) if a.bins else phys.quantile_bins(true, a.n_bins)
     if not ((true >= edges[0]) & (true <= edges[-1])).any():
@@ -127,16 +150,16 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
     for name, stage in models:
         t0 = time.time()
         model, entry = load_and_describe(name, stage, cfg)
-        pred = np.concatenate([targets.decode(model.predict_on_batch(x[i:i + 8192]), ref[i:i + 8192], cfg.data)
-                               for i in range(0, len(x), 8192)])
+        pred = np.concatenate([targets.decode(predict(model, std.apply(x.copy())), r, cfg.data)
+                               for x, _, r in chunks])
         entry.update({
             **phys.response_metrics_with_errors(pred, true, n_bootstrap=a.bootstrap, seed=cfg.seed),
             "binned": phys.binned_metrics(pred, true, edges, n_bootstrap=a.bootstrap, seed=cfg.seed),
             "ratio": (pred / true).astype(np.float32),  # for plots; dropped before writing
         })
         if cfg.hls.simulate:
-            entry.update(hls_simulate(model, prepared.standardization, x_raw, true, ref, cfg,
-                                      run_dir / "hls4ml" / name, synth_tool))
+            entry.update(hls_simulate(model, std, chunks.inputs(), true, ref, cfg, run_dir / "hls4ml" / name,
+                                      synth_tool))
             if entry["hls_precisions"]:  # layers the export widened may need DSPs the default width does not
                 cost = firmware_cost(model, cfg.hls, entry["hls_precisions"])
                 entry.update(multipliers=cost["multipliers"], dsp=cost["dsp"], bram_18k=cost["bram_18k"], firmware=cost)

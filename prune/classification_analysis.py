@@ -20,7 +20,7 @@ import numpy as np
 
 from data import artifacts
 from data.config import Config
-from prune.analysis import STAGE, export_and_simulate, load_and_describe
+from prune.analysis import STAGE, export_and_simulate, load_and_describe, predict
 from ptq import run_models, training
 from ptq.classification import classification_metrics, roc_curve
 
@@ -35,24 +35,29 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
             synth_tool: str | None = None) -> dict:
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    x_raw, labels, _ = run_models.test_events(prepared, samples)
-    prepared.reader.close()
+    try:
+        return _analyse(cfg, run_dir, prepared, models, samples, synth_tool)
+    finally:
+        prepared.reader.close()
+
+
+def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
+    chunks = run_models.TestChunks(prepared, samples)  # read a chunk at a time, on every pass
     std, classes = prepared.standardization, prepared.class_names
-    x = std.apply(x_raw.copy())
+    labels = np.concatenate([t for _, t, _ in chunks])
     log.info("comparing %d model(s) on %d held-out test events, %d classes", len(models), len(labels), len(classes))
     entries = []
     for name, stage in models:
         t0 = time.time()
         model, entry = load_and_describe(name, stage, cfg)
-        probs = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + 8192]))
-                                for i in range(0, len(x), 8192)]).reshape(len(x), -1)
+        probs = np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
         entry.update({
             **classification_metrics(probs, labels, classes),
             "roc": {c: [a.tolist() for a in roc_curve(probs[:, k], labels == k, points=51)]
                     for k, c in enumerate(classes)},
         })
         if cfg.hls.simulate:
-            y_hls, y_keras, extras = export_and_simulate(model, std, x_raw, cfg, run_dir / "hls4ml" / name,
+            y_hls, y_keras, extras = export_and_simulate(model, std, chunks.inputs(), cfg, run_dir / "hls4ml" / name,
                                                          synth_tool)
             entry.update(extras)
             entry["hls_accuracy"] = float((y_hls.argmax(axis=1) == labels).mean())

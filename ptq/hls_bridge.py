@@ -46,18 +46,22 @@ def int_bits(max_abs: float) -> int:
     return int(np.floor(np.log2(max(float(max_abs), 2.0 ** -24)))) + 2
 
 
-def raw_input_precisions(folded, x_raw: np.ndarray, input_name: str, frac_bits: int = 10) -> dict:
+def raw_input_precisions(folded, x_chunks, input_name: str, frac_bits: int = 10) -> dict:
     """hls4ml LayerName precisions for a model whose first Dense takes raw
     detector inputs. The default ap_fixed<16,6> holds only +-32, far below a
     500 GeV tower, and W/std would keep few significant bits; so the input,
     the first layer's weights, biases and accumulator are sized from the
-    actual ranges (25 % headroom), with ``frac_bits`` fractional bits."""
+    actual ranges (25 % headroom), with ``frac_bits`` fractional bits.
+    ``x_chunks``: the raw inputs, as arrays of events (one pass)."""
     first = next(l for l in folded.layers if type(l).__name__ == "Dense")
     w, b = first.get_weights()[0], first.get_weights()[1] if first.use_bias else np.zeros(first.units)
-    in_i = int_bits(1.25 * np.abs(x_raw).max())
+    x_max = acc_max = 0.0
+    for x in x_chunks:
+        x_max = max(x_max, float(np.abs(x).max()))
+        acc_max = max(acc_max, float((np.abs(b) + np.abs(x).astype(np.float64) @ np.abs(w)).max()))  # partial sums
+    in_i = int_bits(1.25 * x_max)
     w_i = int_bits(np.abs(w).max())
-    acc = np.abs(b) + np.abs(x_raw).astype(np.float64) @ np.abs(w)  # bound on every partial sum
-    acc_i = int_bits(1.25 * acc.max())
+    acc_i = int_bits(1.25 * acc_max)
     b_i = int_bits(np.abs(b).max())
     return {input_name: {"Precision": {"result": f"ap_fixed<{in_i + frac_bits},{in_i}>"}},
             first.name: {"Precision": {"weight": f"ap_fixed<{w_i + 16},{w_i}>",
@@ -156,27 +160,34 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
     return folded
 
 
-def firmware_model(model, std, x_raw: np.ndarray):
-    """(model to export, the inputs it takes, hls4ml layer precisions or None).
+def firmware_model(model, std, x_chunks):
+    """(model to export, the function turning raw inputs into its inputs,
+    hls4ml layer precisions or None); ``x_chunks`` is re-iterable arrays of
+    raw inputs (a list, or ptq.run_models.TestChunks.inputs()).
 
     The standardisation is folded into a first Dense layer, so the firmware
     takes raw detector inputs. Where it cannot fold (a CNN, a model whose input
     feeds several branches), the firmware takes standardised inputs, as the
     network does; the check is numerical, so no model structure is assumed."""
-    x_std = std.apply(x_raw.copy())
+    def standardised(x):
+        return std.apply(x.copy())
+
+    def raw(x):
+        return x
+
     try:
         folded = fold_standardization(model, std.mean, std.std)
     except HepPruneError as exc:
         log.info("%s; the firmware takes standardised inputs", exc)
-        return model, x_std, None
-    probe = slice(0, min(len(x_raw), 256))
-    want = np.asarray(model.predict_on_batch(x_std[probe]), np.float64)
-    got = np.asarray(folded.predict_on_batch(x_raw[probe]), np.float64)
+        return model, standardised, None
+    probe = next(iter(x_chunks))[:256]
+    want = np.asarray(model.predict_on_batch(standardised(probe)), np.float64)
+    got = np.asarray(folded.predict_on_batch(probe), np.float64)
     if not np.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(want).max())):
         log.info("folding the standardisation into %s changes the outputs (its input feeds other layers too); "
                  "the firmware takes standardised inputs", model.name)
-        return model, x_std, None
-    return folded, x_raw, raw_input_precisions(folded, x_raw, folded.input_names[0])
+        return model, standardised, None
+    return folded, raw, raw_input_precisions(folded, x_chunks, folded.input_names[0])
 
 
 def preactivation_ranges(model, x: np.ndarray) -> dict[str, float]:
@@ -200,21 +211,22 @@ def preactivation_ranges(model, x: np.ndarray) -> dict[str, float]:
     return out
 
 
-def widen_overflowing(model, x: np.ndarray, precisions: dict | None, default: str) -> dict:
+def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) -> dict:
     """``precisions`` plus wider result types (and exact "auto" accumulators)
-    for every layer whose values on ``x`` would overflow ``default``.
+    for every layer whose values on the inputs ``x_chunks`` (re-iterable
+    arrays) would overflow ``default``.
 
     Why: a network trained on raw inputs (a user's own .h5, say) carries
     activations in the hundreds, far beyond ap_fixed<16,6>'s +-32, and
     fixed point wraps around. Layers within range keep the default, so the
     usual standardised networks export exactly as before."""
     from data.config import precision_bits
-    from ptq.quantization import HEADROOM, layer_ranges
+    from ptq.quantization import HEADROOM, layer_ranges_over
 
     width, integer = precision_bits(default)
     frac = width - integer
     out = {k: {"Precision": dict(v.get("Precision", {}))} for k, v in (precisions or {}).items()}
-    ranges = layer_ranges(model, x)
+    ranges = layer_ranges_over(model, x_chunks)
     needs = {name: int_bits(HEADROOM * r["result"]) for name, r in ranges.items() if name != model.input_names[0]}
     widened = False
     for name, need in needs.items():

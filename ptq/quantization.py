@@ -56,6 +56,17 @@ def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
     return ranges
 
 
+def layer_ranges_over(model, x_chunks) -> dict[str, dict[str, float]]:
+    """:func:`layer_ranges` over every array of inputs in ``x_chunks``: the largest of each."""
+    merged: dict[str, dict[str, float]] = {}
+    for x in x_chunks:
+        for name, slots in layer_ranges(model, x).items():
+            into = merged.setdefault(name, {})
+            for slot, value in slots.items():
+                into[slot] = max(into.get(slot, 0.0), value)
+    return merged
+
+
 def fixed(width: int, integer: int) -> str:
     """Rounded and saturating: truncation would bias every value downwards
     (a response shift), and wrap-around turns an overflow into a sign flip.
@@ -161,7 +172,8 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     for name, stage in models:
         model = load_model(stage / training.MODEL_FILE, cfg.model)
         # The standardisation folded into a first Dense layer (raw inputs), or standardised inputs.
-        exported, x_in, _ = hls_bridge.firmware_model(model, std, x_raw)
+        exported, to_input, _ = hls_bridge.firmware_model(model, std, [x_raw])
+        x_in = to_input(x_raw)
         out = run_dir / STAGE / name
         out.mkdir(parents=True, exist_ok=True)
         (out / artifacts.METRICS_FILE).unlink(missing_ok=True)  # unfinished until the new scan is written

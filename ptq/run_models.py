@@ -89,22 +89,56 @@ def parse_samples(text: str | None, default: int) -> int | None:
     return n
 
 
+CHUNK_EVENTS = 1 << 18  # events held at once by a streamed pass: ~55 MB of calorimeter inputs
+
+
+class TestChunks:
+    """The first ``samples`` test events in file order (all if None), as
+    (raw inputs, true, reference) chunks of at most ``chunk_events`` events.
+    Every iteration reads them from the file again, so a pass over the whole
+    test split holds one chunk of inputs at a time, never the split."""
+
+    def __init__(self, prepared: training.Prepared, samples: int | None, chunk_events: int | None = None):
+        available = loader.n_events(prepared.splits["test"])
+        if samples is not None and samples > available:
+            raise ConfigError(f"--samples {samples} is larger than the test split ({available} events); "
+                              "use a smaller number or 'all'")
+        self.prepared, self.n = prepared, available if samples is None else samples
+        self.chunk_events = chunk_events or CHUNK_EVENTS
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        parts, held, n = [], 0, 0
+        batch = min(8192, self.chunk_events)
+        for x, t, r in loader.iter_batches(self.prepared.reader, self.prepared.splits["test"], batch):
+            take = min(len(t), self.n - n)
+            parts.append((x[:take].copy(), t[:take].astype(np.float64), r[:take].astype(np.float64)))
+            held, n = held + take, n + take
+            if held >= self.chunk_events or n >= self.n:
+                yield tuple(np.concatenate(a) for a in zip(*parts))
+                parts, held = [], 0
+            if n >= self.n:
+                return
+
+    def inputs(self) -> "Mapped":
+        """The raw inputs alone, re-iterable like the chunks."""
+        return Mapped(self, lambda chunk: chunk[0])
+
+
+class Mapped:
+    """``fn`` applied to every item of a re-iterable ``source``, lazily, on every pass."""
+
+    def __init__(self, source, fn):
+        self.source, self.fn = source, fn
+
+    def __iter__(self):
+        return (self.fn(item) for item in self.source)
+
+
 def test_events(prepared: training.Prepared, samples: int | None):
-    """(raw inputs, true, reference) of the first ``samples`` test events in
-    file order (all if None), read block by block, never the whole dataset."""
-    blocks = prepared.splits["test"]
-    available = loader.n_events(blocks)
-    if samples is not None and samples > available:
-        raise ConfigError(f"--samples {samples} is larger than the test split ({available} events); "
-                          "use a smaller number or 'all'")
-    want = available if samples is None else samples
-    xs, ts, rs, n = [], [], [], 0
-    for x, t, r in loader.iter_batches(prepared.reader, blocks, 8192):
-        take = min(len(t), want - n)
-        xs.append(x[:take].copy())
-        ts.append(t[:take])
-        rs.append(r[:take])
-        n += take
-        if n >= want:
-            break
-    return np.concatenate(xs), np.concatenate(ts).astype(np.float64), np.concatenate(rs).astype(np.float64)
+    """(raw inputs, true, reference) arrays of the first ``samples`` test events
+    in file order (all if None), read block by block."""
+    x, t, r = zip(*TestChunks(prepared, samples))
+    return np.concatenate(x), np.concatenate(t), np.concatenate(r)

@@ -4,6 +4,7 @@ import csv
 import re
 import json
 
+import numpy as np
 import pytest
 
 from conftest import PRUNED_RUN_CONFIG as CONFIG, assert_one_line_error
@@ -154,3 +155,30 @@ def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_c
     # ROM words of n/4 16-bit weights, 4 deep: ceil(32*16/36) + ceil(128*16/36) + ceil(4*16/36) BRAM18K.
     assert m["bram_18k"] == 15 + 57 + 2
     assert "| est. BRAM18K |" in (run / "analysis/report.md").read_text()
+
+
+def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(run, monkeypatch):
+    """--samples all must not hold the split's inputs: the events come in chunks, and
+    the result (physics, firmware precisions, C simulation) does not depend on the chunking."""
+    from data import config as config_mod
+    from prune import analysis, pruning
+    from ptq import run_models, training
+
+    cfg = pruning.resolve_config(config_mod.load(run.parent / "config.yaml"), run)
+    prepared = training.prepare_data(cfg, run / "baseline")
+    try:
+        chunks = [c for c in run_models.TestChunks(prepared, None, chunk_events=64)]
+        assert [len(t) for _, t, _ in chunks] == [64, 64, 64, 64, 44]  # the 300 test events
+        whole = run_models.test_events(prepared, None)
+        for a, b in zip(whole, (np.concatenate(p) for p in zip(*chunks))):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        prepared.reader.close()
+
+    def summary(chunk_events):
+        monkeypatch.setattr(run_models, "CHUNK_EVENTS", chunk_events)
+        out = analysis.analyse(cfg, run, samples=None, names=["prune_0.50"])["models"][0]
+        return {k: out[k] for k in ("response_median", "resolution_q68", "hls_max_abs_diff", "hls_precisions",
+                                    "hls_response_median", "multipliers")}
+
+    assert summary(100) == summary(1 << 18)

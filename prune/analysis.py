@@ -78,9 +78,12 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
         hls_parts.append(hls_bridge.csim_predict(graph, x.reshape(len(x), -1)).reshape(len(x), -1))
         keras_parts.append(predict(exported, x))
     y_hls, y_keras = np.concatenate(hls_parts), np.concatenate(keras_parts)
+    # The cost again, with the export's per-layer weight widths: a widened layer may need DSPs.
+    cost = firmware_cost(model, cfg.hls, precisions)
     extras = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
               "hls_inputs": "raw" if raw_precisions is not None else "standardised",
-              "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
+              "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
+              "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost}
     if synth_tool:
         extras["synthesis"] = synthesis.run_synthesis(graph, out_dir)
     return y_hls, y_keras, extras
@@ -128,7 +131,7 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
 def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
     # Events are read a chunk at a time on every pass (``--samples all`` never holds the
     # split's inputs); the per-event outputs (pred, true, reference) are small.
-    chunks = run_models.TestChunks(prepared, samples)
+    chunks = run_models.HeldOutEvents(prepared, samples)
     std = prepared.standardization
     trues, refs = [], []
     for _, t, r in chunks:
@@ -160,9 +163,6 @@ def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
         if cfg.hls.simulate:
             entry.update(hls_simulate(model, std, chunks.inputs(), true, ref, cfg, run_dir / "hls4ml" / name,
                                       synth_tool))
-            if entry["hls_precisions"]:  # layers the export widened may need DSPs the default width does not
-                cost = firmware_cost(model, cfg.hls, entry["hls_precisions"])
-                entry.update(multipliers=cost["multipliers"], dsp=cost["dsp"], bram_18k=cost["bram_18k"], firmware=cost)
         entries.append(entry)
         log.info("%s: response %.4f, resolution %.4f, %d multipliers, hls max |diff| %s (%.1f s)", name,
                  entry["response_median"], entry["resolution_q68"], entry["multipliers"],

@@ -42,7 +42,7 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
 
 
 def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
-    chunks = run_models.TestChunks(prepared, samples)  # read a chunk at a time, on every pass
+    chunks = run_models.HeldOutEvents(prepared, samples)  # read a chunk at a time, on every pass
     std, classes = prepared.standardization, prepared.class_names
     labels = np.concatenate([t for _, t, _ in chunks])
     log.info("comparing %d model(s) on %d held-out test events, %d classes", len(models), len(labels), len(classes))

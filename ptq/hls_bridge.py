@@ -163,7 +163,7 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
 def firmware_model(model, std, x_chunks):
     """(model to export, the function turning raw inputs into its inputs,
     hls4ml layer precisions or None); ``x_chunks`` is re-iterable arrays of
-    raw inputs (a list, or ptq.run_models.TestChunks.inputs()).
+    raw inputs (a list, or ptq.run_models.HeldOutEvents.inputs()).
 
     The standardisation is folded into a first Dense layer, so the firmware
     takes raw detector inputs. Where it cannot fold (a CNN, a model whose input

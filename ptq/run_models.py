@@ -92,7 +92,7 @@ def parse_samples(text: str | None, default: int) -> int | None:
 CHUNK_EVENTS = 1 << 18  # events held at once by a streamed pass: ~55 MB of calorimeter inputs
 
 
-class TestChunks:
+class HeldOutEvents:
     """The first ``samples`` test events in file order (all if None), as
     (raw inputs, true, reference) chunks of at most ``chunk_events`` events.
     Every iteration reads them from the file again, so a pass over the whole
@@ -140,5 +140,5 @@ class Mapped:
 def test_events(prepared: training.Prepared, samples: int | None):
     """(raw inputs, true, reference) arrays of the first ``samples`` test events
     in file order (all if None), read block by block."""
-    x, t, r = zip(*TestChunks(prepared, samples))
+    x, t, r = zip(*HeldOutEvents(prepared, samples))
     return np.concatenate(x), np.concatenate(t), np.concatenate(r)

@@ -167,7 +167,7 @@ def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(ru
     cfg = pruning.resolve_config(config_mod.load(run.parent / "config.yaml"), run)
     prepared = training.prepare_data(cfg, run / "baseline")
     try:
-        chunks = [c for c in run_models.TestChunks(prepared, None, chunk_events=64)]
+        chunks = [c for c in run_models.HeldOutEvents(prepared, None, chunk_events=64)]
         assert [len(t) for _, t, _ in chunks] == [64, 64, 64, 64, 44]  # the 300 test events
         whole = run_models.test_events(prepared, None)
         for a, b in zip(whole, (np.concatenate(p) for p in zip(*chunks))):

@@ -6,8 +6,9 @@ The demo MLP, dense and wrapped, with tfmot's ``PruneLowMagnitude.call``
 replaced by variants that leave out one piece of its per-step bookkeeping, or
 move the mask update to a host-side per-batch callback. Epochs interleaved,
 CPU time, one thread; ratio of medians (and of minima) to dense, in one run.
-A diagnosis for docs/BENCHMARKS.md, not a way to train: some variants never
-update the masks.
+A diagnosis of tfmot's own per-layer wrapper for docs/BENCHMARKS.md (the
+pruning sweep does this bookkeeping once per step, prune/shared_step.py),
+not a way to train: some variants never update the masks.
 """
 
 if __package__ in (None, ""):  # run as `python bench/bench_prune_parts.py`: import from the checkout
@@ -109,7 +110,7 @@ def main() -> None:
         callbacks = []
         if name != "dense":
             pruning_wrapper.PruneLowMagnitude.call = variants[name]  # traced by the warm-up fit below
-            model = wrap_for_pruning(model, prunable_layers(model), schedule, cfg)
+            model = wrap_for_pruning(model, prunable_layers(model), schedule, cfg, shared_step=False)
             callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
             if name == "host_callback":
                 callbacks.append(HostMaskUpdate(schedule))

@@ -43,9 +43,11 @@ class NeuronPruned(keras.layers.Wrapper):
     weights, so they are checkpointed and a resumed run continues exactly.
     """
 
-    def __init__(self, layer, pruning_schedule, **kwargs):
+    def __init__(self, layer, pruning_schedule, *, stepped_by_model: bool = False, **kwargs):
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
+        # True: prune.shared_step advances the step and updates the mask, once for the model.
+        self.stepped_by_model = stepped_by_model
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -63,8 +65,12 @@ class NeuronPruned(keras.layers.Wrapper):
         self.mask.assign(mask)
         return tf.constant(True)
 
+    def update_masks(self) -> list:
+        """The mask update at the current step (prune.shared_step calls it when the schedule says)."""
+        return [self._update_mask(self.pruning_schedule(self.pruning_step)[1])]
+
     def call(self, inputs, training=None):
-        if training:
+        if training and not self.stepped_by_model:
             self.pruning_step.assign_add(1)
             should, sparsity = self.pruning_schedule(self.pruning_step)
             tf.cond(should, lambda: self._update_mask(sparsity), lambda: tf.constant(False))

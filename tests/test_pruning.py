@@ -447,3 +447,63 @@ def test_include_pattern_and_exclude_choose_the_pruned_layers(run, run_cli):
     kernel = {name.split("/")[0]: w for name, w in weights.items() if name.endswith("kernel:0")}
     assert abs(np.mean(kernel["fc1"] == 0) - 0.5) <= 0.01
     assert np.count_nonzero(kernel["fc2"] == 0) == 0 and np.count_nonzero(kernel["output"] == 0) == 0
+
+
+def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
+    """A tiny Sequential MLP pruned to 0.5 in-process: (all weights after
+    training, the wrapped model). Same seed, data and batch order each call."""
+    from data.backend import keras, tf, tfmot
+    from data.config import PruneConfig
+    from prune.pruning import wrap_for_pruning
+    from prune.schedule import derive_schedule
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(3)
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1024, 6)).astype("float32")
+    y = (x[:, :1] * 2 + np.sin(x[:, 1:2])).astype("float32")
+    base = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="fc1"),
+                             keras.layers.Dense(8, activation="relu", name="fc2"), keras.layers.Dense(1, name="out")])
+    cfg = PruneConfig(epochs=4, warmup_epochs=1, pruning_epochs=2, granularity=granularity, block_size=[2, 2],
+                      targets=[0.5])
+    schedule = derive_schedule(cfg, 0.5, 1024 // 32)
+    model = wrap_for_pruning(base, ["fc1", "fc2"], schedule, cfg, shared_step=shared_step)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mae")
+    model.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    return [w.numpy() for w in model.weights], model
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "block", "neuron"])
+def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, tmp_path):
+    """prune.shared_step does the pruning bookkeeping once per step for the
+    model; the steps, masks, thresholds and weights equal those of the
+    per-layer wrappers (tfmot's own for unstructured and block) bit for bit."""
+    per_layer, _ = _train_wrapped(granularity, shared_step=False)
+    shared, model = _train_wrapped(granularity, shared_step=True)
+    assert len(shared) == len(per_layer)
+    for a, b in zip(per_layer, shared):
+        np.testing.assert_array_equal(a, b)
+    steps = [w for w in shared if w.dtype == np.int64]
+    assert steps and all(int(s) == 4 * 32 for s in steps)  # every batch counted once per layer
+    # The comparison means something: the masks were updated, to the target.
+    from prune.pruning import mask_sparsity
+
+    assert {name: zeros / total for name, (zeros, total) in mask_sparsity(model).items()} == \
+        {"fc1": 0.5, "fc2": 0.5}
+    if granularity == "neuron":
+        return
+    # Saved with the wrappers, it loads under prune_scope() as tfmot's own wrapper.
+    from data.backend import keras, tfmot
+    from prune.pruning import WRAPPED_MODEL_FILE
+    from ptq.training import save_model_h5
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    with tfmot.sparsity.keras.prune_scope():
+        save_model_h5(model, tmp_path / WRAPPED_MODEL_FILE)
+        loaded = keras.models.load_model(tmp_path / WRAPPED_MODEL_FILE, compile=False)
+    assert [type(layer) for layer in loaded.layers[:2]] == [pruning_wrapper.PruneLowMagnitude] * 2
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

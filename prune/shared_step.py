@@ -1,0 +1,105 @@
+"""The pruning bookkeeping done once per training step for the whole model.
+
+tfmot's wrapper does its bookkeeping in every wrapped layer on every batch:
+it advances its own step counter, checks it, evaluates the schedule and
+runs a conditional mask update, some 50 small graph ops per layer. For the
+demo MLP that fixed cost is 18 % of a 0.8 ms training step
+(docs/BENCHMARKS.md). Every wrapper of a model has the same schedule and
+the same step, so :func:`install` does the bookkeeping once, in the
+model's train step: advance every wrapper's counter to the same value,
+evaluate the schedule, and under one ``tf.cond`` update every layer's mask
+with that layer's own mask computation. The wrappers then only apply their
+masks. Steps, masks and weights are those of tfmot's per-layer path, bit
+for bit (tests/test_pruning.py).
+
+Single process only: under a distribution strategy tfmot updates masks
+through a cross-replica merge, so multi-worker training keeps tfmot's
+per-layer wrapper (``prune.pruning.wrap_for_pruning(shared_step=False)``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["PruneLowMagnitude", "install", "wrap"]
+
+import inspect
+import json
+
+import numpy as np
+
+from data.backend import tf  # first: it selects Keras 2 before TensorFlow or tfmot is imported
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+_MISSING_CALLBACK = pruning_wrapper.PruneLowMagnitude._PRUNE_CALLBACK_ERROR_MSG
+
+
+class PruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
+    """tfmot's magnitude-pruning wrapper whose forward pass only applies the
+    mask; the model's train step (:func:`install`) advances its step and
+    updates its mask.
+
+    It keeps tfmot's class name on purpose: the layer names, the variable
+    names in TensorBoard tags and the ``class_name`` in a saved HDF5 file
+    are tfmot's, so the saved model loads under ``prune_scope()`` as tfmot's
+    own wrapper, with tfmot's per-layer bookkeeping.
+    """
+
+    stepped_by_model = True
+
+    def call(self, inputs, training=None, **kwargs):
+        self.add_update(self.pruning_obj.weight_mask_op())  # weights = weights * mask, as tfmot does
+        if "training" in inspect.getfullargspec(self.layer.call).args:
+            return self.layer.call(inputs, training=training, **kwargs)
+        return self.layer.call(inputs, **kwargs)
+
+    def update_masks(self) -> list:
+        """tfmot's mask update for this layer at its current step (the body of
+        ``Pruning.conditional_mask_update``, tfmot 0.8, without its cond)."""
+        pruning = self.pruning_obj
+        ops = []
+        for weight, mask, threshold in pruning._pruning_vars:
+            new_threshold, new_mask = pruning._maybe_update_block_mask(weight)
+            ops += [threshold.assign(new_threshold), mask.assign(new_mask)]
+        return ops
+
+
+def wrap(layer, pruning_schedule, block_size):
+    """``tfmot.sparsity.keras.prune_low_magnitude(layer, ...)`` with this module's wrapper."""
+    return PruneLowMagnitude(layer, pruning_schedule=pruning_schedule, block_size=block_size)
+
+
+def _schedule_key(schedule) -> str:
+    return json.dumps({"class": type(schedule).__name__, **schedule.get_config()}, sort_keys=True, default=str)
+
+
+def install(model) -> None:
+    """Make ``model.fit`` do the pruning bookkeeping of every wrapper that
+    is ``stepped_by_model``, once per training step, before the forward pass.
+
+    The n-th batch is step n for every wrapper, as in tfmot; like tfmot's
+    wrapper it refuses to train without the ``UpdatePruningStep`` callback,
+    which starts the counters at 0.
+    """
+    wrappers = [layer for layer in model.layers if getattr(layer, "stepped_by_model", False)]
+    if not wrappers:
+        return
+    if len({_schedule_key(w.pruning_schedule) for w in wrappers}) != 1:
+        raise ValueError("shared pruning step: the wrapped layers have different pruning schedules")
+    schedule = wrappers[0].pruning_schedule
+    keras_train_step = model.train_step
+
+    def update_all():
+        with tf.control_dependencies([op for w in wrappers for op in w.update_masks()]):
+            return tf.constant(True)
+
+    def train_step(data):
+        step = wrappers[0].pruning_step + 1
+        with tf.control_dependencies([tf.debugging.assert_greater_equal(step, np.int64(1),
+                                                                        message=_MISSING_CALLBACK)]):
+            for w in wrappers:
+                w.pruning_step.assign(step)
+        # Program order orders the variable accesses: the masks are updated
+        # after the counters advance and before the forward pass applies them.
+        tf.cond(schedule(step)[0], update_all, lambda: tf.constant(False))
+        return keras_train_step(data)
+
+    model.train_step = train_step  # an instance attribute: the model keeps its class, config and saving

@@ -19,6 +19,7 @@ import numpy as np
 
 from data.backend import keras, tf
 from data.errors import ConfigError
+from prune.shared_step import check_stepped
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ class NeuronPruned(keras.layers.Wrapper):
         return [self._update_mask(self.pruning_schedule(self.pruning_step)[1])]
 
     def call(self, inputs, training=None):
-        if training and not self.stepped_by_model:
+        if self.stepped_by_model:
+            check_stepped(self, training)
+        elif training:
             self.pruning_step.assign_add(1)
             should, sparsity = self.pruning_schedule(self.pruning_step)
             tf.cond(should, lambda: self._update_mask(sparsity), lambda: tf.constant(False))

@@ -352,7 +352,7 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     if worker.distributed:  # the rest is the single-process code, on an ordinary copy
         weights = model.get_weights()
         base_model = load_base()
-        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune)
+        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=False)
         model.set_weights(weights)
     if not worker.is_chief:
         worker.barrier()

@@ -3,7 +3,7 @@
 tfmot's wrapper does its bookkeeping in every wrapped layer on every batch:
 it advances its own step counter, checks it, evaluates the schedule and
 runs a conditional mask update, some 50 small graph ops per layer. For the
-demo MLP that fixed cost is 18 % of a 0.8 ms training step
+demo MLP that fixed cost was 13-18 % of a 0.8-1.1 ms training step
 (docs/BENCHMARKS.md). Every wrapper of a model has the same schedule and
 the same step, so :func:`install` does the bookkeeping once, in the
 model's train step: advance every wrapper's counter to the same value,
@@ -23,13 +23,28 @@ __all__ = ["PruneLowMagnitude", "install", "wrap"]
 
 import inspect
 import json
+import threading
 
 import numpy as np
 
 from data.backend import tf  # first: it selects Keras 2 before TensorFlow or tfmot is imported
+
+# Subclassing needs tfmot's module itself, not the public alias; setup.cfg
+# pins tfmot <0.9, whose private Pruning API update_masks uses.
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 _MISSING_CALLBACK = pruning_wrapper.PruneLowMagnitude._PRUNE_CALLBACK_ERROR_MSG
+_NOT_INSTALLED = ("layer {name} is pruned by its model's train step (prune.shared_step.install), but it is "
+                  "being trained some other way; its masks would never change. Train the model that "
+                  "prune.pruning.wrap_for_pruning returned with model.fit, or wrap with shared_step=False")
+_tracing = threading.local()  # set while an installed train step traces Keras' step
+
+
+def check_stepped(layer, training) -> None:
+    """Refuse (at trace time, so at no cost per step) to train a wrapper whose
+    bookkeeping is not being done: it would silently never prune."""
+    if training is True and not getattr(_tracing, "active", False):
+        raise RuntimeError(_NOT_INSTALLED.format(name=layer.name))
 
 
 class PruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
@@ -45,7 +60,13 @@ class PruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
 
     stepped_by_model = True
 
+    def __init__(self, layer, **kwargs):
+        if kwargs.get("sparsity_m_by_n"):  # tfmot updates m-by-n masks at step 1 only; not done here
+            raise ValueError("sparsity_m_by_n is not supported by the shared pruning step")
+        super().__init__(layer, **kwargs)
+
     def call(self, inputs, training=None, **kwargs):
+        check_stepped(self, training)
         self.add_update(self.pruning_obj.weight_mask_op())  # weights = weights * mask, as tfmot does
         if "training" in inspect.getfullargspec(self.layer.call).args:
             return self.layer.call(inputs, training=training, **kwargs)
@@ -75,17 +96,21 @@ def install(model) -> None:
     """Make ``model.fit`` do the pruning bookkeeping of every wrapper that
     is ``stepped_by_model``, once per training step, before the forward pass.
 
-    The n-th batch is step n for every wrapper, as in tfmot; like tfmot's
-    wrapper it refuses to train without the ``UpdatePruningStep`` callback,
-    which starts the counters at 0.
+    The n-th batch is step n for every wrapper, as in tfmot. tfmot's
+    wrappers need the ``UpdatePruningStep`` callback, which starts their
+    counters at 0, and refuse to train without it; so does this step.
+    Installing again replaces the step (it never counts a batch twice).
     """
-    wrappers = [layer for layer in model.layers if getattr(layer, "stepped_by_model", False)]
+    if tf.distribute.has_strategy() or getattr(model, "_distribution_strategy", None) is not None:
+        raise ValueError("the shared pruning step is single-process; under a distribution strategy "
+                         "wrap with shared_step=False")
+    wrappers = [m for m in model.submodules if getattr(m, "stepped_by_model", False)]
     if not wrappers:
-        return
+        raise ValueError(f"model {model.name} has no wrapper for the shared pruning step")
     if len({_schedule_key(w.pruning_schedule) for w in wrappers}) != 1:
         raise ValueError("shared pruning step: the wrapped layers have different pruning schedules")
     schedule = wrappers[0].pruning_schedule
-    keras_train_step = model.train_step
+    keras_train_step = type(model).train_step.__get__(model)  # the class's step, never a previous install
 
     def update_all():
         with tf.control_dependencies([op for w in wrappers for op in w.update_masks()]):
@@ -100,6 +125,10 @@ def install(model) -> None:
         # Program order orders the variable accesses: the masks are updated
         # after the counters advance and before the forward pass applies them.
         tf.cond(schedule(step)[0], update_all, lambda: tf.constant(False))
-        return keras_train_step(data)
+        _tracing.active = True
+        try:
+            return keras_train_step(data)
+        finally:
+            _tracing.active = False
 
     model.train_step = train_step  # an instance attribute: the model keeps its class, config and saving

@@ -469,6 +469,10 @@ def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
                       targets=[0.5])
     schedule = derive_schedule(cfg, 0.5, 1024 // 32)
     model = wrap_for_pruning(base, ["fc1", "fc2"], schedule, cfg, shared_step=shared_step)
+    if shared_step:
+        from prune import shared_step as shared
+
+        shared.install(model)  # again: it replaces the step, never counts a batch twice
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mae")
     model.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0,
               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
@@ -479,7 +483,8 @@ def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
 def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, tmp_path):
     """prune.shared_step does the pruning bookkeeping once per step for the
     model; the steps, masks, thresholds and weights equal those of the
-    per-layer wrappers (tfmot's own for unstructured and block) bit for bit."""
+    per-layer wrappers (tfmot's own for unstructured and block) bit for bit.
+    Training its wrappers any other way is refused, not silently unpruned."""
     per_layer, _ = _train_wrapped(granularity, shared_step=False)
     shared, model = _train_wrapped(granularity, shared_step=True)
     assert len(shared) == len(per_layer)
@@ -492,6 +497,8 @@ def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, t
 
     assert {name: zeros / total for name, (zeros, total) in mask_sparsity(model).items()} == \
         {"fc1": 0.5, "fc2": 0.5}
+    with pytest.raises(RuntimeError, match="Train the model that prune.pruning.wrap_for_pruning returned"):
+        model(np.zeros((2, 6), "float32"), training=True)  # e.g. a custom training loop
     if granularity == "neuron":
         return
     # Saved with the wrappers, it loads under prune_scope() as tfmot's own wrapper.

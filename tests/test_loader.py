@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_shard
+from conftest import assert_one_line_error, make_shard
 from data import loader
 from data.config import DataConfig
 from data.errors import DataError
@@ -235,3 +235,23 @@ def test_target_transforms_round_trip(transform):
     np.testing.assert_allclose(targets.decode(t, ref, cfg), true, rtol=1e-6)
     if transform == "ratio":
         assert t[3] == 1.0 and t[0] == np.float32(0.5 / cfg.reference_floor)
+
+
+def test_validate_dataset_cli_reports_the_dataset_and_with_values_finds_a_nan(tmp_path, run_cli):
+    """data/validate_dataset.py as a user runs it: a summary for a good
+    dataset; --values also reads every value and names the first bad event."""
+    for k in range(2):
+        make_shard(tmp_path / f"good_{k}.h5", n=700, seed=k, n_features=8)
+    ok = run_cli("data/validate_dataset.py", tmp_path / "good_*.h5", "--values", check_ok=True)
+    lines = ok.stdout.splitlines()
+    assert lines[0] == "ok: 2 shard(s), 1400 events"
+    assert lines[1] == "inputs: 8 features (f0, f1, f2, f3, f4, f5, ...)"
+    assert "target: E_true" in ok.stdout and "reference: raw" in ok.stdout
+
+    x = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    x[123, 2] = np.nan
+    bad = make_shard(tmp_path / "bad.h5", n=500, inputs=x)
+    # The structure is fine, so without --values the file passes...
+    assert run_cli("data/validate_dataset.py", bad, check_ok=True).stdout.startswith("ok: 1 shard(s), 500 events")
+    # ...and --values reads the values and finds the NaN.
+    assert_one_line_error(run_cli("data/validate_dataset.py", bad, "--values"), "NaN or Inf in 'inputs' at event 123")

@@ -114,3 +114,30 @@ def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():
     # RF 1024: 2 weights per word (32 bits -> 1 BRAM wide), 1024 deep -> 2 BRAM18K deep.
     assert layer_bram18(2048, 16, 1024, "resource") == 2
     assert layer_bram18(2048, 16, 4, "resource_unrolled") == 0 and layer_bram18(2048, 16, 1, "resource") == 0
+
+
+def test_classification_metrics_hand_computed():
+    """Accuracy and one-vs-rest ROC AUC (Mann-Whitney, ties count half) on
+    arrays small enough to count the pairs by hand."""
+    from ptq.classification import classification_metrics, roc_curve
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])
+    labels = np.array([0, 0, 1, 1])
+    m = classification_metrics(probs, labels, ("a", "b"))
+    assert m["n_events"] == 4
+    assert m["accuracy"] == pytest.approx(0.75)  # event 2 (0.65 vs 0.35) is wrong
+    # class b: positives score 0.35, 0.8; negatives 0.1, 0.4. Of the 4 pairs the
+    # positive wins 3 (0.35 > 0.1, 0.8 > 0.1, 0.8 > 0.4): AUC 3/4. Class a mirrors it.
+    assert m["auc"] == {"a": pytest.approx(0.75), "b": pytest.approx(0.75)}
+    assert m["auc_mean"] == pytest.approx(0.75)
+    # A tie between a positive and a negative counts half: pairs won 1 + 0.5 of 2.
+    tie = classification_metrics(np.array([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1]]), np.array([1, 0, 0]), ("a", "b"))
+    assert tie["auc"]["b"] == pytest.approx(0.75)
+    # A class absent from the labels has no AUC, and the mean skips it.
+    absent = classification_metrics(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]), np.array([0, 1]), ("a", "b", "c"))
+    assert np.isnan(absent["auc"]["c"]) and absent["auc_mean"] == pytest.approx(1.0)
+    # The ROC runs from (0, 0) to (1, 1); a perfect score reaches TPR 1 at FPR 0.
+    fpr, tpr = roc_curve(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True]))
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.any((fpr == 0) & (tpr == 1))
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)

@@ -99,8 +99,15 @@ def test_resume_after_kill_ends_with_the_same_result(tmp_path, shards, run_cli):
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, shards, run_cli):
-    run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir", tmp_path / "run",
-            "--data", shards, check_ok=True)
+    # --epochs overrides train.epochs (3 in the file), and is recorded as such.
+    run_cli("ptq/trainModel.py", "--config", _config(tmp_path), "--run-dir", tmp_path / "run",
+            "--data", shards, "--epochs", "1", check_ok=True)
+    rows = list(csv.DictReader((tmp_path / "run/baseline/history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1]
+    assert json.loads((tmp_path / "run/baseline/metrics.json").read_text())["epochs_run"] == 1
+    same = run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir", tmp_path / "run",
+                   "--data", shards, check_ok=True)
+    assert "already complete" in same.stderr
     proc = run_cli("ptq/trainModel.py", "--config", _config(tmp_path, epochs=1), "--run-dir",
                    tmp_path / "run", "--data", shards, "--set", "train.learning_rate=0.1")
     assert_one_line_error(proc, "different config")

@@ -182,3 +182,20 @@ def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(ru
                                     "hls_response_median", "multipliers")}
 
     assert summary(100) == summary(1 << 18)
+
+
+def test_resource_unrolled_with_reuse_and_io_stream_simulate_like_keras(run, run_cli):
+    """The firmware variants a user picks for RF > 1 and streaming I/O
+    (resource_unrolled at RF 2, io_stream) C-simulate to the Keras predictions,
+    and resource_unrolled still drops the pruned weights' multipliers."""
+    _analyse(run_cli, run, "--models", "prune_0.50", "--set", "hls.strategy=resource_unrolled",
+             "--set", "hls.reuse_factor=2", "--set", "hls.io_type=io_stream")
+    (m,) = json.loads((run / "analysis/summary.json").read_text())["models"]
+    assert m["hls_max_abs_diff"] < 0.05, m["hls_max_abs_diff"]  # ap_fixed<16,6>, as for latency
+    assert abs(m["hls_response_median"] - m["response_median"]) < 0.05
+    # The nonzero weights (64 + 256 + 16 at half sparsity, output layer dense), each multiplier used twice.
+    assert m["multipliers"] == 32 + 128 + 8
+    project = run / "hls4ml/prune_0.50"
+    params_h = (project / "firmware/parameters.h").read_text()
+    assert "reuse_factor = 2;" in params_h and "strategy = nnet::resource_unrolled;" in params_h
+    assert "hls::stream<input_t> &inputs" in (project / "firmware/hepprune.cpp").read_text()

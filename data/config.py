@@ -172,7 +172,9 @@ class AnalysisConfig:
 
 @dataclass(frozen=True)
 class HlsConfig:
-    precision: str = _opt("ap_fixed<16,6>", "hls4ml default precision, ap_fixed<W,I>")
+    precision: str = _opt("ap_fixed<16,6,AP_RND,AP_SAT>", "hls4ml default precision, ap_fixed<W,I> with "
+                          "optional quantisation and overflow modes; rounded and saturating by default, as "
+                          "truncation biases the response downwards")
     reuse_factor: int = _opt(1, "hls4ml reuse factor (RF): multiplications shared per multiplier", ge=1)
     strategy: str = _opt("latency", "latency; resource_unrolled for RF > 1 (drops zero-weight multiplications); "
                          "resource (plain: keeps them, weights in BRAM)",

@@ -92,10 +92,30 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
 def hls_simulate(model, std: loader.Standardization, x_chunks, true: np.ndarray, ref: np.ndarray,
                  cfg: Config, out_dir: Path, synth_tool: str | None = None) -> dict:
     """The hls4ml export's C simulation against Keras, and its response."""
-    y_hls, _, extras = export_and_simulate(model, std, x_chunks, cfg, out_dir, synth_tool)
+    y_hls, y_keras, extras = export_and_simulate(model, std, x_chunks, cfg, out_dir, synth_tool)
     hls_phys = phys.response_metrics(targets.decode(y_hls.reshape(-1), ref, cfg.data), true)
-    return {**extras, "hls_response_median": hls_phys["response_median"],
-            "hls_resolution_q68": hls_phys["resolution_q68"]}
+    keras_phys = phys.response_metrics(targets.decode(y_keras.reshape(-1), ref, cfg.data), true)
+    shift = hls_phys["response_median"] / keras_phys["response_median"] - 1
+    out = {**extras, "hls_response_median": hls_phys["response_median"],
+           "hls_resolution_q68": hls_phys["resolution_q68"], "hls_response_shift": shift,
+           "hls_response_ok": bool(abs(shift) <= cfg.ptq.tolerance)}
+    if not out["hls_response_ok"]:
+        # Fixed point truncates every product (AP_TRN), a bias that grows with the
+        # number of terms summed: a CNN's many small products can shift its response.
+        log.warning("%s: the firmware's response is %+.1f %% off the Keras model's at %s (more than "
+                    "ptq.tolerance=%g); find a width with ptq/bitwidth_scan.py, or round instead of "
+                    "truncating: --set 'hls.precision=%s'", out_dir.name, 100 * shift, cfg.hls.precision,
+                    cfg.ptq.tolerance, _rounding(cfg.hls.precision))
+    return out
+
+
+def _rounding(precision: str) -> str:
+    """The same ap_fixed<W,I> rounding to nearest and saturating."""
+    from data.config import precision_bits
+
+    w, i = precision_bits(precision)
+    kind = "ap_ufixed" if precision.strip().startswith("ap_ufixed") else "ap_fixed"
+    return f"{kind}<{w},{i},AP_RND,AP_SAT>"
 
 
 def load_and_describe(name: str, stage: Path, cfg: Config):

@@ -69,14 +69,21 @@ def markdown(summary: dict) -> str:
                              f"{r['interval_min']}-{r['interval_max']} | {r['clock_estimated_ns']} |")
     if any("hls_max_abs_diff" in m for m in summary["models"]):
         lines += ["", "## hls4ml C simulation", "",
-                  "Input standardisation folded into the first layer (the firmware takes raw inputs); "
-                  "max |Δ| is between the C simulation and Keras on the network output.", "",
-                  "| model | max abs Δ | hls response | hls resolution (q68) | Keras response | project |",
-                  "|---|---|---|---|---|---|"]
+                  "Firmware inputs: *raw* where the input standardisation is folded into the first layer, "
+                  "*standardised* where it cannot be (a CNN, a branched input). Max |Δ| is between the C "
+                  "simulation and Keras on the network output; the response shift is the firmware's "
+                  "response relative to the Keras model's, and **check** marks one beyond ptq.tolerance "
+                  "(try ptq/bitwidth_scan.py, or AP_RND rounding in hls.precision).", "",
+                  "| model | inputs | max abs Δ | hls response | hls resolution (q68) | Keras response | "
+                  "response shift | project |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m in summary["models"]:
             if "hls_max_abs_diff" in m:
-                lines.append(f"| {m['name']} | {m['hls_max_abs_diff']:.4g} | {m['hls_response_median']:.4f} | "
-                             f"{m['hls_resolution_q68']:.4f} | {m['response_median']:.4f} | {m['hls_dir']} |")
+                flag = "" if m.get("hls_response_ok", True) else " **check**"
+                lines.append(f"| {m['name']} | {m.get('hls_inputs', '-')} | {m['hls_max_abs_diff']:.4g} | "
+                             f"{m['hls_response_median']:.4f} | {m['hls_resolution_q68']:.4f} | "
+                             f"{m['response_median']:.4f} | {_shift(m.get('hls_response_shift'), pct=True)}{flag} | "
+                             f"{m['hls_dir']} |")
     lines += ["", "### Multipliers per layer", "",
               "| model | " + " | ".join(summary["models"][0]["firmware"]["layers"]) + " |",
               "|---|" + "---|" * len(summary["models"][0]["firmware"]["layers"])]

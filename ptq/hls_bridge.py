@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -237,4 +238,17 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
         for name, r in ranges.items():
             if "weight" in r:
                 out.setdefault(name, {"Precision": {}})["Precision"].setdefault("accum", "auto")
+    for slots in out.values():  # sized types round and saturate like the default
+        for slot, text in slots["Precision"].items():
+            slots["Precision"][slot] = with_modes(text, default)
     return out
+
+
+def with_modes(precision: str, default: str) -> str:
+    """``precision`` (ap_fixed<W,I>) with ``default``'s quantisation and
+    overflow modes (e.g. AP_RND,AP_SAT) unless it names its own; "auto" as is."""
+    modes = re.fullmatch(r"\s*ap_u?fixed\s*<[^,>]*,[^,>]*(,[^>]*)?>\s*", default)
+    plain = re.fullmatch(r"\s*(ap_u?fixed)\s*<\s*(\d+)\s*,\s*(-?\d+)\s*>\s*", precision)
+    if not (modes and modes.group(1) and plain):
+        return precision
+    return f"{plain.group(1)}<{plain.group(2)},{plain.group(3)}{modes.group(1).replace(' ', '')}>"

@@ -190,6 +190,14 @@ class HlsConfig:
     def __post_init__(self) -> None:
         if precision_bits(self.precision) is None:
             raise ConfigError(f"hls.precision must look like ap_fixed<W,I>, got {self.precision!r}")
+        modes = [m.strip() for m in re.fullmatch(r"[^<]*<([^>]*)>\s*", self.precision).group(1).split(",")[2:]]
+        for mode, valid in zip(modes, (QUANTIZATION_MODES, OVERFLOW_MODES)):
+            if mode not in valid:
+                raise ConfigError(f"hls.precision {self.precision!r}: unknown mode {mode!r}; valid: "
+                                  f"{', '.join(valid)}")
+        if len(modes) > 3 or (len(modes) == 3 and not modes[2].isdigit()):
+            raise ConfigError(f"hls.precision {self.precision!r}: after W and I come at most a quantisation "
+                              "mode, an overflow mode and a number of saturation bits")
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,8 @@ class PtqConfig:
     widths: list = _opt(None, "total bit widths W of ap_fixed<W,I> the bit-width scan C-simulates; I comes "
                         "from each layer's ranges", factory=lambda: [6, 8, 10, 12, 14, 16, 18])
     tolerance: float = _opt(0.01, "relative change of response and resolution vs float still accepted when "
-                            "choosing the smallest width", gt=0, lt=1)
+                            "choosing the smallest width; the analysis flags a firmware response further "
+                            "off", gt=0, lt=1)
     models: list = _opt(None, "models the bit-width scan runs on (e.g. baseline, prune_0.75); empty = every "
                         "finished model; --models overrides", factory=list)
 
@@ -259,6 +268,11 @@ class SlurmConfig:
         bad = [f for f in self.extra if not f.startswith("--")]
         if bad:
             raise ConfigError(f"slurm.extra: every entry must be an sbatch flag starting with --, got {bad[0]!r}")
+
+
+QUANTIZATION_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN",
+                      "AP_TRN_ZERO")
+OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
 
 
 def precision_bits(precision: str) -> tuple[int, int] | None:

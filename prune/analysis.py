@@ -31,7 +31,7 @@ REFERENCE = "reference"
 CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
               "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
               "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
-              "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
+              "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median", "hls_response_shift",
               "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k", "synth_latency_max_cycles")
 
 
@@ -95,27 +95,28 @@ def hls_simulate(model, std: loader.Standardization, x_chunks, true: np.ndarray,
     y_hls, y_keras, extras = export_and_simulate(model, std, x_chunks, cfg, out_dir, synth_tool)
     hls_phys = phys.response_metrics(targets.decode(y_hls.reshape(-1), ref, cfg.data), true)
     keras_phys = phys.response_metrics(targets.decode(y_keras.reshape(-1), ref, cfg.data), true)
-    shift = hls_phys["response_median"] / keras_phys["response_median"] - 1
+    keras_median = keras_phys["response_median"]
+    shift = hls_phys["response_median"] / keras_median - 1 if keras_median else None  # None: a dead model
     out = {**extras, "hls_response_median": hls_phys["response_median"],
            "hls_resolution_q68": hls_phys["resolution_q68"], "hls_response_shift": shift,
-           "hls_response_ok": bool(abs(shift) <= cfg.ptq.tolerance)}
+           "hls_response_ok": shift is not None and abs(shift) <= cfg.ptq.tolerance}
     if not out["hls_response_ok"]:
-        # Fixed point truncates every product (AP_TRN), a bias that grows with the
-        # number of terms summed: a CNN's many small products can shift its response.
-        log.warning("%s: the firmware's response is %+.1f %% off the Keras model's at %s (more than "
-                    "ptq.tolerance=%g); find a width with ptq/bitwidth_scan.py, or round instead of "
-                    "truncating: --set 'hls.precision=%s'", out_dir.name, 100 * shift, cfg.hls.precision,
-                    cfg.ptq.tolerance, _rounding(cfg.hls.precision))
+        log.warning("%s: the firmware's response is %s the Keras model's at %s (more than ptq.tolerance=%g); %s",
+                    out_dir.name, f"{100 * shift:+.1f} % off" if shift is not None else "not comparable with",
+                    cfg.hls.precision, cfg.ptq.tolerance, _precision_advice(cfg.hls.precision))
     return out
 
 
-def _rounding(precision: str) -> str:
-    """The same ap_fixed<W,I> rounding to nearest and saturating."""
+def _precision_advice(precision: str) -> str:
     from data.config import precision_bits
 
     w, i = precision_bits(precision)
-    kind = "ap_ufixed" if precision.strip().startswith("ap_ufixed") else "ap_fixed"
-    return f"{kind}<{w},{i},AP_RND,AP_SAT>"
+    if precision.count(",") == 1:
+        # Truncation (hls4ml's default mode) biases every product downwards, a
+        # bias that grows with the number of terms summed (a CNN's many products).
+        kind = "ap_ufixed" if precision.strip().startswith("ap_ufixed") else "ap_fixed"
+        return f"round instead of truncating: --set 'hls.precision={kind}<{w},{i},AP_RND,AP_SAT>'"
+    return "find the width it needs with ptq/bitwidth_scan.py, or set a wider hls.precision"
 
 
 def load_and_describe(name: str, stage: Path, cfg: Config):

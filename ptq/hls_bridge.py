@@ -78,7 +78,8 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
     config = create_config(output_dir=str(out_dir), project_name=PROJECT, backend=backend, part=hls.part,
                            clock_period=hls.clock_period, io_type=hls.io_type)
     config.update(KerasModel=model, InputData=None, OutputPredictions=None)
-    config["HLSConfig"] = {"Model": {"Precision": hls.precision, "ReuseFactor": hls.reuse_factor,
+    precision = {"default": hls.precision, "accum": accumulator_precision(hls.precision)}
+    config["HLSConfig"] = {"Model": {"Precision": precision, "ReuseFactor": hls.reuse_factor,
                                      "Strategy": STRATEGIES[hls.strategy], "BitExact": None}}
     if layer_precisions:
         config["HLSConfig"]["LayerName"] = layer_precisions
@@ -242,6 +243,17 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
         for slot, text in slots["Precision"].items():
             slots["Precision"][slot] = with_modes(text, default)
     return out
+
+
+def accumulator_precision(precision: str) -> str:
+    """``precision`` with wrap-around overflow: hls4ml adds a layer's products
+    into its accumulator one at a time, and a partial sum that leaves the
+    range but ends inside it is exact when it wraps, wrong when it saturates.
+    The quantisation mode (rounding each product) is kept."""
+    m = re.fullmatch(r"\s*(ap_u?fixed)\s*<\s*(\d+)\s*,\s*(-?\d+)\s*,\s*(\w+)\s*(,[^>]*)?>\s*", precision)
+    if not m or not m.group(5):
+        return precision
+    return f"{m.group(1)}<{m.group(2)},{m.group(3)},{m.group(4)},AP_WRAP>"
 
 
 def with_modes(precision: str, default: str) -> str:

@@ -24,6 +24,9 @@ def test_defaults_are_valid_and_documented():
     ({"data": {"batch_size": True}}, ["data.batch_size"]),
     ({"data": 3}, ["data must be a mapping"]),
     ({"hls": {"precision": "float32"}}, ["hls.precision", "ap_fixed<W,I>"]),
+    ({"hls": {"precision": "ap_fixed<16,6,AP_RDN,AP_SAT>"}}, ["hls.precision", "'AP_RDN'", "AP_RND, AP_RND_ZERO"]),
+    ({"hls": {"precision": "ap_fixed<16,6,AP_RND,AP_SATURATE>"}}, ["'AP_SATURATE'", "AP_SAT, AP_SAT_ZERO"]),
+    ({"hls": {"precision": "ap_fixed<16,6,>"}}, ["hls.precision", "unknown mode ''"]),
     ({"hls": {"strategy": "distributed_arithmetic"}}, ["hls.strategy", "latency, resource_unrolled, resource"]),
     ({"ptq": {"widths": [12, 8]}}, ["ptq.widths", "increasing"]),
     ({"prune": {"tolerance": 0.05}}, ["prune.tolerance", "<= 0.01"]),
@@ -63,3 +66,21 @@ def test_unreadable_or_invalid_files(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="mapping"):
         config.load(scalar)
+
+
+def test_precision_modes_are_accepted_and_carried_to_sized_types():
+    """A rounded, saturating default (the default) and hls4ml's plain one are
+    both valid; types sized per layer take the default's modes, and the
+    accumulators wrap (a partial sum may leave the range and come back)."""
+    from ptq.hls_bridge import accumulator_precision, with_modes
+
+    assert config.from_dict({}).hls.precision == "ap_fixed<16,6,AP_RND,AP_SAT>"
+    for ok in ("ap_fixed<16,6>", "ap_fixed<16, 6, AP_RND_CONV, AP_SAT_SYM>", "ap_ufixed<8,0,AP_TRN,AP_SAT,2>"):
+        assert config.from_dict({"hls": {"precision": ok}}).hls.precision == ok
+    rnd = "ap_fixed<16,6,AP_RND,AP_SAT>"
+    assert with_modes("ap_fixed<18,8>", rnd) == "ap_fixed<18,8,AP_RND,AP_SAT>"
+    assert with_modes("ap_fixed<12,-3>", rnd) == "ap_fixed<12,-3,AP_RND,AP_SAT>"
+    assert with_modes("ap_fixed<18,8,AP_TRN>", rnd) == "ap_fixed<18,8,AP_TRN>"  # names its own
+    assert with_modes("auto", rnd) == "auto" and with_modes("ap_fixed<18,8>", "ap_fixed<16,6>") == "ap_fixed<18,8>"
+    assert accumulator_precision(rnd) == "ap_fixed<16,6,AP_RND,AP_WRAP>"
+    assert accumulator_precision("ap_fixed<16,6>") == "ap_fixed<16,6>"

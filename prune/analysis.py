@@ -31,8 +31,8 @@ REFERENCE = "reference"
 CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
               "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
               "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
-              "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median", "hls_response_shift",
-              "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k", "synth_latency_max_cycles")
+              "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
+              "hls_response_shift", "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k", "synth_latency_max_cycles")
 
 
 def layer_sparsity(model) -> dict[str, float]:
@@ -108,14 +108,15 @@ def hls_simulate(model, std: loader.Standardization, x_chunks, true: np.ndarray,
 
 
 def _precision_advice(precision: str) -> str:
-    from data.config import precision_bits
+    from dataclasses import replace
 
-    w, i = precision_bits(precision)
-    if precision.count(",") == 1:
+    from data.config import ROUND_SATURATE, parse_fixed
+
+    p = parse_fixed(precision)
+    if not p.modes or p.modes[0].startswith("AP_TRN"):
         # Truncation (hls4ml's default mode) biases every product downwards, a
         # bias that grows with the number of terms summed (a CNN's many products).
-        kind = "ap_ufixed" if precision.strip().startswith("ap_ufixed") else "ap_fixed"
-        return f"round instead of truncating: --set 'hls.precision={kind}<{w},{i},AP_RND,AP_SAT>'"
+        return f"round instead of truncating: --set 'hls.precision={replace(p, modes=ROUND_SATURATE)}'"
     return "find the width it needs with ptq/bitwidth_scan.py, or set a wider hls.precision"
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from data.config import HlsConfig
+from data.config import HlsConfig, parse_fixed
 from data.errors import HepPruneError
 
 log = logging.getLogger(__name__)
@@ -250,17 +250,16 @@ def accumulator_precision(precision: str) -> str:
     into its accumulator one at a time, and a partial sum that leaves the
     range but ends inside it is exact when it wraps, wrong when it saturates.
     The quantisation mode (rounding each product) is kept."""
-    m = re.fullmatch(r"\s*(ap_u?fixed)\s*<\s*(\d+)\s*,\s*(-?\d+)\s*,\s*(\w+)\s*(,[^>]*)?>\s*", precision)
-    if not m or not m.group(5):
+    p = parse_fixed(precision)
+    if p is None or len(p.modes) < 2:  # wrap-around already (hls4ml's default overflow mode)
         return precision
-    return f"{m.group(1)}<{m.group(2)},{m.group(3)},{m.group(4)},AP_WRAP>"
+    return str(replace(p, modes=(p.modes[0], "AP_WRAP")))
 
 
 def with_modes(precision: str, default: str) -> str:
     """``precision`` (ap_fixed<W,I>) with ``default``'s quantisation and
     overflow modes (e.g. AP_RND,AP_SAT) unless it names its own; "auto" as is."""
-    modes = re.fullmatch(r"\s*ap_u?fixed\s*<[^,>]*,[^,>]*(,[^>]*)?>\s*", default)
-    plain = re.fullmatch(r"\s*(ap_u?fixed)\s*<\s*(\d+)\s*,\s*(-?\d+)\s*>\s*", precision)
-    if not (modes and modes.group(1) and plain):
+    p, d = parse_fixed(precision), parse_fixed(default)
+    if p is None or d is None or p.modes or not d.modes:
         return precision
-    return f"{plain.group(1)}<{plain.group(2)},{plain.group(3)}{modes.group(1).replace(' ', '')}>"
+    return str(replace(p, modes=d.modes))

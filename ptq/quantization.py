@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data import targets
-from data.config import Config
+from data.config import ROUND_SATURATE, Config, FixedPoint
 from ptq import hls_bridge
 from ptq import metrics as phys
 from ptq.hls_bridge import int_bits
@@ -71,7 +71,7 @@ def fixed(width: int, integer: int) -> str:
     """Rounded and saturating: truncation would bias every value downwards
     (a response shift), and wrap-around turns an overflow into a sign flip.
     I is capped at W: a value that needs more saturates, and the scan shows it."""
-    return f"ap_fixed<{width},{min(integer, width)},AP_RND,AP_SAT>"
+    return str(FixedPoint("ap_fixed", width, min(integer, width), ROUND_SATURATE))
 
 
 def width_precisions(ranges: dict[str, dict[str, float]], width: int) -> dict:

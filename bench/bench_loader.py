@@ -38,9 +38,10 @@ def make_data(out: Path, events: int) -> str:
 
 
 def _setup(pattern: str):
-    from data import loader
-    from data.config import from_dict
-    from data.schema import open_dataset
+    from hepprune.data import loader
+    from hepprune.data.schema import open_dataset
+
+    from hepprune.core.config import from_dict
 
     cfg = from_dict({"data": {"path": pattern, "batch_size": 512, "shuffle_buffer": 131072},
                      "model": {"hidden_units": [32, 16, 8]}})
@@ -52,8 +53,8 @@ def _setup(pattern: str):
 
 
 def _model(cfg, input_shape):
-    from data.backend import keras
-    from ptq.models import build_model
+    from hepprune.core.backend import keras
+    from hepprune.core.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(cfg.model, input_shape)
@@ -63,7 +64,7 @@ def _model(cfg, input_shape):
 
 def _epoch_seconds(model, ds, steps: int, epochs: int) -> float:
     """Median wall time of epochs 2..N (epoch 1 pays for tracing)."""
-    from data.backend import keras
+    from hepprune.core.backend import keras
 
     times = []
 
@@ -81,9 +82,10 @@ def _epoch_seconds(model, ds, steps: int, epochs: int) -> float:
 
 def throughput(pattern: str, epochs: int) -> dict:
     import numpy as np
+    from hepprune.data import loader
 
-    from data import loader, targets
-    from data.backend import tf
+    from hepprune.core import targets
+    from hepprune.core.backend import tf
 
     cfg, reader, train, stats = _setup(pattern)
     n = loader.n_events(train)
@@ -108,7 +110,7 @@ def throughput(pattern: str, epochs: int) -> dict:
 
 def rss_child(pattern: str) -> None:
     """One streamed training epoch; prints the process's peak RSS in MiB."""
-    from data import loader
+    from hepprune.data import loader
 
     cfg, reader, train, stats = _setup(pattern)
     model = _model(cfg, reader.input_shape)

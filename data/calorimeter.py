@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import ConfigError
+from hepprune.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ class _ShardTask:
 
 def _write_shard_task(task: _ShardTask) -> Path:
     """Generate and write one shard; top-level so spawned workers can run it."""
-    from data.schema import write_shard  # h5py only where a file is written
+    from hepprune.data.schema import write_shard  # h5py only where a file is written
 
     events = generate_shard(task.n_events, task.params, task.seed_seq, task.image,
                             task.batch_events)

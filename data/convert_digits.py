@@ -16,11 +16,11 @@ writer.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data/convert_digits.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python data/convert_digits.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import logging
 import sys
@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from hepprune.data.schema import write_shard
 
-from data.cli import ArgumentParser, run
-from data.errors import HepPruneError
-from data.schema import write_shard
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import HepPruneError
 
 log = logging.getLogger("data.convert_digits")
 

@@ -18,10 +18,11 @@ Files are read in steps (``tree.iterate``) and written as shards of about
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data/convert_nanoaod.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python data/convert_nanoaod.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+    sys.path[0] = os.getcwd()
 
 import argparse
 import contextlib
@@ -35,10 +36,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import uproot
+from hepprune.data.schema import write_shard
 
-from data.cli import ArgumentParser, run
-from data.errors import DataError
-from data.schema import write_shard
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import DataError
 
 log = logging.getLogger("data.convert_nanoaod")  # same name when run as a script
 

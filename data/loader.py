@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
+from hepprune.data.schema import DatasetInfo
 
-from data import targets
-from data.config import DataConfig
-from data.errors import DataError
-from data.schema import DatasetInfo
+from hepprune.core import targets
+from hepprune.core.config import DataConfig
+from hepprune.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
     in C++, while the prefetch in between builds the next window. A
     per-batch generator measured 0.66x the in-memory ceiling here.
     """
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     bs = cfg.batch_size
 
@@ -365,7 +365,7 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
 def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, task):
     import itertools
 
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     worker, workers, n_steps = shard
     if cfg.batch_size % workers:

@@ -6,19 +6,25 @@
 The physics and every parameter are described in docs/generator.md.
 """
 
-if __package__ in (None, ""):  # run as `python data/make_dataset.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python data/make_dataset.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+    sys.path[0] = os.getcwd()
 
 import argparse
 import logging
 import time
 from collections.abc import Sequence
 
-from data.calorimeter import (EVENTS_PER_SHARD, CalorimeterParams, params_with_overrides,
-                              write_dataset)
-from data.cli import ArgumentParser, run
+from hepprune.data.calorimeter import (
+    EVENTS_PER_SHARD,
+    CalorimeterParams,
+    params_with_overrides,
+    write_dataset,
+)
+
+from hepprune.core.cli import ArgumentParser, run
 
 log = logging.getLogger("hepprune.make_dataset")
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.artifacts import atomic_path
-from data.errors import DataError
+from hepprune.core.artifacts import atomic_path
+from hepprune.core.errors import DataError
 
 SCHEMA_NAME = "hepprune-regression"
 SCHEMA_VERSION = 1

@@ -4,17 +4,18 @@ Prints a one-screen summary on success; a one-line error and exit 2 otherwise.
 ``--values`` also reads every event once to refuse NaN or Inf.
 """
 
-if __package__ in (None, ""):  # run as `python data/validate_dataset.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python data/validate_dataset.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import sys
 from collections.abc import Sequence
 
-from data.cli import ArgumentParser, run
-from data.schema import open_dataset
+from hepprune.data.schema import open_dataset
+
+from hepprune.core.cli import ArgumentParser, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     info = open_dataset(args.pattern)
     if args.values:
-        from data import loader
+        from hepprune.data import loader
 
         with loader.Reader(info) as reader:
             for block in loader.all_blocks(info):

@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hepprune.data import loader
+from hepprune.ptq import run_models, training
+from hepprune.ptq.firmware import firmware_cost, weighted_kernels
 
-from data import artifacts, loader, targets
-from data.config import Config
-from data.errors import ConfigError
-from ptq import metrics as phys
-from ptq import run_models, training
-from ptq.firmware import firmware_cost, weighted_kernels
+from hepprune.core import artifacts, targets
+from hepprune.core import metrics as phys
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError
+from hepprune.core.fixedpoint import rounding_advice
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def layer_sparsity(model) -> dict[str, float]:
 
 def tflite_sizes(model) -> tuple[int, int]:
     """Bytes of the float and the dynamic-range quantised TFLite model."""
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     sizes = []
     for quantize in (False, True):
@@ -64,8 +66,8 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
     outputs, Keras outputs of the same exported model, extras for the entry);
     with ``synth_tool``, also C-synthesise the project and read its report.
     ``x_chunks``: the raw test inputs as re-iterable arrays (a chunk at a time)."""
-    from ptq import hls_bridge, synthesis
-    from ptq.run_models import Mapped
+    from hepprune.ptq import hls_bridge, synthesis
+    from hepprune.ptq.run_models import Mapped
 
     exported, to_input, raw_precisions = hls_bridge.firmware_model(model, std, x_chunks)
     x_in = Mapped(x_chunks, to_input)
@@ -103,26 +105,13 @@ def hls_simulate(model, std: loader.Standardization, x_chunks, true: np.ndarray,
     if not out["hls_response_ok"]:
         log.warning("%s: the firmware's response is %s the Keras model's at %s (more than ptq.tolerance=%g); %s",
                     out_dir.name, f"{100 * shift:+.1f} % off" if shift is not None else "not comparable with",
-                    cfg.hls.precision, cfg.ptq.tolerance, _precision_advice(cfg.hls.precision))
+                    cfg.hls.precision, cfg.ptq.tolerance, rounding_advice(cfg.hls.precision))
     return out
-
-
-def _precision_advice(precision: str) -> str:
-    from dataclasses import replace
-
-    from data.config import ROUND_SATURATE, parse_fixed
-
-    p = parse_fixed(precision)
-    if not p.modes or p.modes[0].startswith("AP_TRN"):
-        # Truncation (hls4ml's default mode) biases every product downwards, a
-        # bias that grows with the number of terms summed (a CNN's many products).
-        return f"round instead of truncating: --set 'hls.precision={replace(p, modes=ROUND_SATURATE)}'"
-    return "find the width it needs with ptq/bitwidth_scan.py, or set a wider hls.precision"
 
 
 def load_and_describe(name: str, stage: Path, cfg: Config):
     """(model, entry with what every task reports: sparsity, sizes, firmware cost)."""
-    from ptq.models import load_model
+    from hepprune.core.models import load_model
 
     model = load_model(stage / training.MODEL_FILE, cfg.model)
     stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
@@ -200,7 +189,7 @@ def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
 
 def write_outputs(summary: dict, out: Path) -> None:
     """summary.json, summary.csv, report.md and plots/, metrics.json last."""
-    from prune import report
+    from hepprune.prune import report
 
     out.mkdir(parents=True, exist_ok=True)
     report.plots(summary, out / "plots")

@@ -6,19 +6,19 @@ split), next to the raw reference estimator, and writes RUN/analysis/:
 summary.json, summary.csv, report.md, plots/*.png and metrics.json.
 """
 
-if __package__ in (None, ""):  # run as `python prune/analyze_prune.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python prune/analyze_prune.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import config as config_mod
-from data.cli import ArgumentParser, run
-from data.errors import ConfigError
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
 
-    from prune import analysis, pruning
-    from ptq import run_models, synthesis
+    from hepprune.prune import analysis, pruning
+    from hepprune.ptq import run_models, synthesis
 
     names = run_models.parse_models(args.models)
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classification(cfg, run_dir, samples, names, synth_tool, out) -> int:
-    from prune import classification_analysis as ca
+    from hepprune.prune import classification_analysis as ca
 
     summary = ca.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
     ca.write_outputs(summary, out)

@@ -17,12 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hepprune.prune.analysis import (
+    STAGE,
+    export_and_simulate,
+    load_and_describe,
+    predict,
+)
+from hepprune.ptq import run_models, training
 
-from data import artifacts
-from data.config import Config
-from prune.analysis import STAGE, export_and_simulate, load_and_describe, predict
-from ptq import run_models, training
-from ptq.classification import classification_metrics, roc_curve
+from hepprune.core import artifacts
+from hepprune.core.classification import classification_metrics, roc_curve
+from hepprune.core.config import Config
 
 log = logging.getLogger(__name__)
 

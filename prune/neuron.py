@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from hepprune.prune.shared_step import check_stepped
 
-from data.backend import keras, tf
-from data.errors import ConfigError
-from prune.shared_step import check_stepped
+from hepprune.core.backend import keras, tf
+from hepprune.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from hepprune.prune.schedule import Schedule, derive_schedule
+from hepprune.ptq import run_models, training
 
-from data import artifacts
-from data.config import Config
-from data.errors import ConfigError, RunError
-from ptq import distribute, run_models, training
-from ptq.classification import headline
-from ptq.models import load_model, make_loss, output_layers
-from prune.schedule import Schedule, derive_schedule
+from hepprune.core import artifacts, distribute
+from hepprune.core.classification import headline
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError, RunError
+from hepprune.core.models import load_model, make_loss, output_layers
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Confi
 
 def is_custom_prunable(layer) -> bool:
     """A user layer implementing tfmot's PrunableLayer (get_prunable_weights)."""
-    from data.backend import tfmot
+    from hepprune.core.backend import tfmot
 
     return isinstance(layer, tfmot.sparsity.keras.PrunableLayer)
 
@@ -137,11 +137,12 @@ def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg, *, share
     False keeps it in each wrapper, as tfmot does (needed under a distribution
     strategy). Either way, fit it with tfmot's ``UpdatePruningStep`` callback.
     """
-    from data.backend import keras, tfmot
-    from prune import shared_step as shared
+    from hepprune.prune import shared_step as shared
+
+    from hepprune.core.backend import keras, tfmot
 
     if cfg.granularity == "neuron":
-        from prune.neuron import NeuronPruned, check_supported
+        from hepprune.prune.neuron import NeuronPruned, check_supported
 
         check_supported(model, layers)
 
@@ -184,12 +185,12 @@ def mask_sparsity(model) -> dict[str, tuple[int, int]]:
 def strip(model, base_model, layers: list[str], granularity: str):
     """(plain model with the masks applied, model to export): the same model
     for weight pruning; for neuron pruning the export is physically smaller."""
-    from data.backend import tfmot
+    from hepprune.core.backend import tfmot
 
     if granularity != "neuron":
         stripped = tfmot.sparsity.keras.strip_pruning(model)
         return stripped, stripped
-    from prune.neuron import apply_masks, shrink_model
+    from hepprune.prune.neuron import apply_masks, shrink_model
 
     masks = {layer.layer.name: layer.mask.numpy() > 0.5 for layer in model.layers
              if getattr(layer, "layer", None) is not None and layer.layer.name in layers}
@@ -279,7 +280,7 @@ def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tupl
     schedule = derive_schedule(cfg.prune, target, steps_per_epoch)
     layers = select_layers(model, cfg.prune.include, cfg.prune.exclude)
     if cfg.prune.granularity == "neuron":
-        from prune.neuron import check_supported
+        from hepprune.prune.neuron import check_supported
 
         check_supported(model, layers)
     check_reachable(model, layers, target, cfg.prune)
@@ -299,7 +300,7 @@ def check_sweep(cfg: Config, run_dir: Path) -> None:
 def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict | None:
     """Prune the baseline to one target sparsity in ``RUN/prune_<target>``;
     its metrics (None on a non-chief worker, which writes nothing)."""
-    from data.backend import keras, tf, tfmot
+    from hepprune.core.backend import keras, tf, tfmot
 
     stage = run_dir / stage_name(target)
     stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import artifacts
+from hepprune.core import artifacts
 
 
 def _pm(m: dict, key: str, digits: int = 4) -> str:

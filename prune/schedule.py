@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from data.config import PruneConfig
-from data.errors import ConfigError
+from hepprune.core.config import PruneConfig
+from hepprune.core.errors import ConfigError
 
 TFMOT_DEFAULT_FREQUENCY = 100
 
@@ -57,7 +57,7 @@ class Schedule:
 
     def tfmot(self):
         """The tfmot PruningSchedule object."""
-        from data.backend import tfmot
+        from hepprune.core.backend import tfmot
 
         sk = tfmot.sparsity.keras
         if self.kind == "constant":

@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from hepprune.ptq import training
 
-from data import artifacts
-from data.config import Config
-from data.errors import ConfigError
-from ptq import training
-from ptq.metrics import response_metrics
+from hepprune.core import artifacts
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError
+from hepprune.core.metrics import response_metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float):
-    from prune.neuron import apply_masks, keep_mask
+    from hepprune.prune.neuron import apply_masks, keep_mask
 
     model.set_weights(base_weights)
     if sparsity == 0:
@@ -57,9 +57,10 @@ def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float)
 
 
 def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
-    from data import loader
-    from prune import pruning
-    from ptq.models import load_model, make_loss
+    from hepprune.data import loader
+    from hepprune.prune import pruning
+
+    from hepprune.core.models import load_model, make_loss
 
     if any(not 0 <= p < 1 for p in points):
         raise ConfigError(f"sensitivity points must be in [0, 1), got {list(points)}")
@@ -70,7 +71,7 @@ def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
     layers = pruning.select_layers(model, cfg.prune.include, cfg.prune.exclude)
     granularities = ["weight", "neuron"]
     try:
-        from prune.neuron import check_supported
+        from hepprune.prune.neuron import check_supported
 
         check_supported(model, layers)
     except ConfigError as exc:

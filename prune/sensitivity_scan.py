@@ -6,21 +6,21 @@ sensitivity.json, sensitivity.png, metrics.json). Layers follow the config's
 prune.include / prune.exclude, as in the sweep.
 """
 
-if __package__ in (None, ""):  # run as `python prune/sensitivity_scan.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python prune/sensitivity_scan.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import artifacts
-from data import config as config_mod
-from data.cli import ArgumentParser, run
-from data.errors import ConfigError
+from hepprune.core import artifacts
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import ConfigError
 
 log = logging.getLogger("hepprune.sensitivity")
 
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
-    from prune import pruning, sensitivity
+    from hepprune.prune import pruning, sensitivity
 
     points = _points(args.points) if args.points else sensitivity.DEFAULT_POINTS
     run_dir = Path(args.run_dir)

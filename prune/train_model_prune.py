@@ -6,19 +6,19 @@ schedule.json, metrics.json). One target can run alone (``--targets 0.5``),
 e.g. as one SLURM array task. Rerunning after a kill resumes.
 """
 
-if __package__ in (None, ""):  # run as `python prune/train_model_prune.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python prune/train_model_prune.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import config as config_mod
-from data.cli import ArgumentParser, run
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
 
 log = logging.getLogger("hepprune.prune")
 
@@ -35,15 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
 
-    from prune import pruning
-    from ptq.classification import headline
+    from hepprune.prune import pruning
+
+    from hepprune.core.classification import headline
 
     if args.targets:
         targets = pruning.parse_targets(args.targets)
         cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
     run_dir = Path(args.run_dir)
     cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    from ptq import distribute
+    from hepprune.core import distribute
 
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains

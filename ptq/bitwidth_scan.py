@@ -8,19 +8,19 @@ RUN/ptq/<model>/: scan.json, scan.csv, scan.png, hls4ml/ (the project at the
 chosen width, ready for synthesis) and metrics.json.
 """
 
-if __package__ in (None, ""):  # run as `python ptq/bitwidth_scan.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python ptq/bitwidth_scan.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import config as config_mod
-from data.cli import ArgumentParser, run
-from data.errors import ConfigError
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import ConfigError
 
 
 def _widths(text: str) -> list[int]:
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"ptq.widths=[{','.join(map(str, _widths(args.widths)))}]")
     cfg = config_mod.load(args.config, overrides)
 
-    from ptq import quantization, run_models
+    from hepprune.ptq import quantization, run_models
 
     names = run_models.parse_models(args.models) or cfg.ptq.models or None
 

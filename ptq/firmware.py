@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from data.config import HlsConfig, precision_bits
+from hepprune.core.config import HlsConfig
+from hepprune.core.fixedpoint import precision_bits
 
 WEIGHTED_LAYERS = ("Dense", "Conv1D", "Conv2D")
 BRAM18_BITS, BRAM18_DEPTH = 36, 512  # the widest BRAM18K aspect ratio

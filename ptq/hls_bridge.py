@@ -15,13 +15,21 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from hepprune.ptq.ranges import layer_ranges_over
 
-from data.config import HlsConfig, parse_fixed
-from data.errors import HepPruneError
+from hepprune.core.config import HlsConfig
+from hepprune.core.errors import HepPruneError
+from hepprune.core.fixedpoint import (
+    HEADROOM,
+    accumulator_precision,
+    int_bits,
+    parse_fixed,
+    sized,
+    with_modes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +48,6 @@ def _hls4ml():
     return keras_v2_to_hls, create_config
 
 
-def int_bits(max_abs: float) -> int:
-    """Integer bits I (sign included) of the narrowest ap_fixed<W,I> whose
-    range [-2^(I-1), 2^(I-1)) holds +-max_abs. Below 0.5 it is <= 0: small
-    weights need no integer bits, and spending none keeps their precision."""
-    return int(np.floor(np.log2(max(float(max_abs), 2.0 ** -24)))) + 2
-
-
 def raw_input_precisions(folded, x_chunks, input_name: str, frac_bits: int = 10) -> dict:
     """hls4ml LayerName precisions for a model whose first Dense takes raw
     detector inputs. The default ap_fixed<16,6> holds only +-32, far below a
@@ -60,14 +61,10 @@ def raw_input_precisions(folded, x_chunks, input_name: str, frac_bits: int = 10)
     for x in x_chunks:
         x_max = max(x_max, float(np.abs(x).max()))
         acc_max = max(acc_max, float((np.abs(b) + np.abs(x).astype(np.float64) @ np.abs(w)).max()))  # partial sums
-    in_i = int_bits(1.25 * x_max)
-    w_i = int_bits(np.abs(w).max())
-    acc_i = int_bits(1.25 * acc_max)
-    b_i = int_bits(np.abs(b).max())
-    return {input_name: {"Precision": {"result": f"ap_fixed<{in_i + frac_bits},{in_i}>"}},
-            first.name: {"Precision": {"weight": f"ap_fixed<{w_i + 16},{w_i}>",
-                                       "bias": f"ap_fixed<{b_i + frac_bits + 2},{b_i}>",
-                                       "accum": f"ap_fixed<{acc_i + frac_bits + 2},{acc_i}>"}}}
+    return {input_name: {"Precision": {"result": sized(x_max, frac_bits, HEADROOM)}},
+            first.name: {"Precision": {"weight": sized(float(np.abs(w).max()), 16),
+                                       "bias": sized(float(np.abs(b).max()), frac_bits + 2),
+                                       "accum": sized(acc_max, frac_bits + 2, HEADROOM)}}}
 
 
 def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None = None, backend: str = BACKEND):
@@ -142,7 +139,7 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
     """A copy of ``model`` that takes raw inputs: the first Dense layer absorbs
     (x - mean) / std, i.e. W' = W / std[:, None] and b' = b - (mean / std) @ W.
     So the firmware takes detector inputs directly."""
-    from data.backend import keras
+    from hepprune.core.backend import keras
 
     first = next((l for l in model.layers if l.weights), None)
     if first is None or type(first).__name__ != "Dense" or np.ndim(mean) != 1:
@@ -192,27 +189,6 @@ def firmware_model(model, std, x_chunks):
     return folded, raw, raw_input_precisions(folded, x_chunks, folded.input_names[0])
 
 
-def preactivation_ranges(model, x: np.ndarray) -> dict[str, float]:
-    """Largest |pre-activation| of each layer with a fused activation
-    (Dense(..., activation="relu")): hls4ml stores it in the layer's own
-    result type before its separate activation layer, and a ReLU output
-    hides how negative it gets."""
-    from data.backend import keras
-
-    fused = [l for l in model.layers if l.weights and l.get_config().get("activation") not in (None, "linear")]
-    if not fused:
-        return {}
-    inputs = keras.Model(model.inputs, [l.input for l in fused]).predict(x, batch_size=8192, verbose=0)
-    inputs = inputs if isinstance(inputs, list) else [inputs]
-    out = {}
-    for layer, i in zip(fused, inputs):
-        linear = type(layer).from_config({**layer.get_config(), "activation": "linear"})
-        linear.build(i.shape)
-        linear.set_weights(layer.get_weights())
-        out[layer.name] = float(np.abs(np.asarray(linear(i))).max())
-    return out
-
-
 def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) -> dict:
     """``precisions`` plus wider result types (and exact "auto" accumulators)
     for every layer whose values on the inputs ``x_chunks`` (re-iterable
@@ -222,18 +198,14 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
     activations in the hundreds, far beyond ap_fixed<16,6>'s +-32, and
     fixed point wraps around. Layers within range keep the default, so the
     usual standardised networks export exactly as before."""
-    from data.config import precision_bits
-    from ptq.quantization import HEADROOM, layer_ranges_over
-
-    width, integer = precision_bits(default)
-    frac = width - integer
+    integer = parse_fixed(default).integer
     out = {k: {"Precision": dict(v.get("Precision", {}))} for k, v in (precisions or {}).items()}
     ranges = layer_ranges_over(model, x_chunks)
     needs = {name: int_bits(HEADROOM * r["result"]) for name, r in ranges.items() if name != model.input_names[0]}
     widened = False
     for name, need in needs.items():
         if need > integer:
-            out.setdefault(name, {"Precision": {}})["Precision"].setdefault("result", f"ap_fixed<{need + frac},{need}>")
+            out.setdefault(name, {"Precision": {}})["Precision"].setdefault("result", widened(default, need))
             widened = True
     if widened:  # large inputs to a layer whose output is small still overflow its partial sums
         for name, r in ranges.items():
@@ -243,23 +215,3 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
         for slot, text in slots["Precision"].items():
             slots["Precision"][slot] = with_modes(text, default)
     return out
-
-
-def accumulator_precision(precision: str) -> str:
-    """``precision`` with wrap-around overflow: hls4ml adds a layer's products
-    into its accumulator one at a time, and a partial sum that leaves the
-    range but ends inside it is exact when it wraps, wrong when it saturates.
-    The quantisation mode (rounding each product) is kept."""
-    p = parse_fixed(precision)
-    if p is None or len(p.modes) < 2:  # wrap-around already (hls4ml's default overflow mode)
-        return precision
-    return str(replace(p, modes=(p.modes[0], "AP_WRAP")))
-
-
-def with_modes(precision: str, default: str) -> str:
-    """``precision`` (ap_fixed<W,I>) with ``default``'s quantisation and
-    overflow modes (e.g. AP_RND,AP_SAT) unless it names its own; "auto" as is."""
-    p, d = parse_fixed(precision), parse_fixed(default)
-    if p is None or d is None or p.modes or not d.modes:
-        return precision
-    return str(replace(p, modes=d.modes))

@@ -17,62 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from hepprune.ptq import hls_bridge
+from hepprune.ptq.ranges import layer_ranges
 
-from data import targets
-from data.config import ROUND_SATURATE, Config, FixedPoint
-from ptq import hls_bridge
-from ptq import metrics as phys
-from ptq.hls_bridge import int_bits
+from hepprune.core import metrics as phys
+from hepprune.core import targets
+from hepprune.core.config import Config
+from hepprune.core.fixedpoint import HEADROOM, fixed, int_bits
 
 log = logging.getLogger(__name__)
-
-HEADROOM = 1.25  # activations and sums on unseen events may exceed what the scan events showed
-
-
-def layer_ranges(model, x: np.ndarray) -> dict[str, dict[str, float]]:
-    """Largest magnitude per hls4ml precision slot, per hls4ml layer, on inputs
-    ``x``: ``result`` (every layer's output, and the input layer's; for a
-    layer with a fused activation its pre-activation, the activation being a
-    layer of its own in hls4ml), and ``weight`` and ``bias`` for Dense and
-    Conv2D layers."""
-    from data.backend import keras
-
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
-    values = probe.predict(x, batch_size=8192, verbose=0)
-    values = values if isinstance(values, list) else [values]
-    pre = hls_bridge.preactivation_ranges(model, x)
-    ranges = {model.input_names[0]: {"result": float(np.abs(x).max())}}
-    for layer, out in zip(layers, values):
-        r = {"result": float(np.abs(out).max())}
-        if type(layer).__name__ in ("Dense", "Conv2D"):
-            w = layer.get_weights()[0]
-            b = layer.get_weights()[1] if layer.use_bias else np.zeros(1)
-            r.update(weight=float(np.abs(w).max()), bias=float(np.abs(b).max()))
-        if layer.name in pre:  # hls4ml splits a fused activation off as <name>_<activation>
-            ranges[f"{layer.name}_{layer.get_config()['activation']}"] = {"result": r["result"]}
-            r["result"] = pre[layer.name]
-        ranges[layer.name] = r
-    return ranges
-
-
-def layer_ranges_over(model, x_chunks) -> dict[str, dict[str, float]]:
-    """:func:`layer_ranges` over every array of inputs in ``x_chunks``: the largest of each."""
-    merged: dict[str, dict[str, float]] = {}
-    for x in x_chunks:
-        for name, slots in layer_ranges(model, x).items():
-            into = merged.setdefault(name, {})
-            for slot, value in slots.items():
-                into[slot] = max(into.get(slot, 0.0), value)
-    return merged
-
-
-def fixed(width: int, integer: int) -> str:
-    """Rounded and saturating: truncation would bias every value downwards
-    (a response shift), and wrap-around turns an overflow into a sign flip.
-    I is capped at W: a value that needs more saturates, and the scan shows it."""
-    return str(FixedPoint("ap_fixed", width, min(integer, width), ROUND_SATURATE))
-
 
 def width_precisions(ranges: dict[str, dict[str, float]], width: int) -> dict:
     """hls4ml ``LayerName`` precisions at total width ``width`` for every stored
@@ -159,9 +112,10 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     import shutil
     import tempfile
 
-    from data import artifacts
-    from ptq import run_models, training
-    from ptq.models import load_model
+    from hepprune.ptq import run_models, training
+
+    from hepprune.core import artifacts
+    from hepprune.core.models import load_model
 
     models = run_models.finished_models(run_dir, names)
     prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
@@ -199,7 +153,7 @@ def write_scan(result: dict, out: Path) -> None:
     import csv
     import io
 
-    from data import artifacts
+    from hepprune.core import artifacts
 
     artifacts.write_json(out / "scan.json", result)
     buf = io.StringIO()
@@ -219,7 +173,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data import artifacts
+    from hepprune.core import artifacts
 
     rows = [r for r in result["widths"] if r["response_median"] is not None]  # not the aborted ones
     ref, tol = result["float"], result["tolerance"]

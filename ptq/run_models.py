@@ -13,12 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from hepprune.data import loader
+from hepprune.ptq import training
 
-from data import artifacts, loader
-from data import config as config_mod
-from data.config import Config
-from data.errors import ConfigError, RunError
-from ptq import training
+from hepprune.core import artifacts
+from hepprune.core import config as config_mod
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 

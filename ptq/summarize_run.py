@@ -4,19 +4,19 @@ Reads each stage's ``metrics.json`` (the marker that the stage finished) and
 prints one row per stage, then where the artifacts are.
 """
 
-if __package__ in (None, ""):  # run as `python ptq/summarize_run.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python ptq/summarize_run.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import artifacts
-from data.cli import ArgumentParser, run
-from data.errors import RunError
+from hepprune.core import artifacts
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.errors import RunError
 
 
 def summary_rows(run_dir: Path) -> list[dict]:

@@ -31,7 +31,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from data.errors import RunError
+from hepprune.core.errors import RunError
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,18 @@ history.csv, tensorboard/, checkpoint/, metrics.json). Rerunning the same
 command after a kill resumes from the last completed epoch.
 """
 
-if __package__ in (None, ""):  # run as `python ptq/trainModel.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python ptq/trainModel.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import logging
 import sys
 from collections.abc import Sequence
 
-from data import config as config_mod
-from data.cli import ArgumentParser, run
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
 
 log = logging.getLogger("hepprune.train")
 
@@ -36,16 +36,16 @@ def parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Config and paths are validated before TensorFlow is imported.
-    from ptq.training import resolve_config, train_baseline
+    from hepprune.ptq.training import resolve_config, train_baseline
 
     cfg = resolve_config(config_mod.load(args.config, args.overrides), data=args.data, epochs=args.epochs)
-    from ptq import distribute
+    from hepprune.core import distribute
 
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     metrics = train_baseline(cfg, args.run_dir, overwrite=args.overwrite)
     if metrics is None:  # a non-chief worker of a multi-worker step
         return 0
-    from ptq.classification import headline
+    from hepprune.core.classification import headline
 
     log.info("wrote %s/baseline (val_loss %.5g, test %s)", args.run_dir, metrics["val_loss"],
              headline(metrics["test"]))

@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from hepprune.data import loader
+from hepprune.data.schema import open_dataset
 
-from data import artifacts, loader, targets
-from data.config import Config
-from data.errors import ConfigError, DataError, RunError
-from data.schema import open_dataset
-from ptq import distribute
-from ptq.distribute import Worker
-from ptq.classification import classification_metrics, headline
-from ptq.metrics import response_metrics
+from hepprune.core import artifacts, distribute, targets
+from hepprune.core.classification import classification_metrics, headline
+from hepprune.core.config import Config
+from hepprune.core.distribute import Worker
+from hepprune.core.errors import ConfigError, DataError, RunError
+from hepprune.core.metrics import response_metrics
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def fit_resumable(model, prepared: Prepared, cfg: Config, stage: Path, *, epochs
     checkpoint, reads its own share of the data, and commits its checkpoints
     to :meth:`Worker.write_dir` (saving is a collective, so all must).
     """
-    from data.backend import keras, tf
+    from hepprune.core.backend import keras, tf
 
     worker = worker or Worker()
     read_dir = stage / CKPT_DIR
@@ -323,8 +323,8 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
     # Every bad-data error happens here, before anything is written or removed.
     prepared = prepare_data(cfg, None if overwrite else stage)
 
-    from data.backend import keras, tf
-    from ptq.models import make_loss, new_model
+    from hepprune.core.backend import keras, tf
+    from hepprune.core.models import make_loss, new_model
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -391,8 +391,8 @@ def adopt_baseline(cfg: Config, prepared: Prepared, stage: Path, *, overwrite: b
     """``model.from_file`` as the baseline: checked against the dataset and
     the task, evaluated like a trained baseline, and written to ``stage``
     with nothing trained."""
-    from data.backend import keras
-    from ptq.models import check_model, from_file_path, load_model, make_loss
+    from hepprune.core.backend import keras
+    from hepprune.core.models import check_model, from_file_path, load_model, make_loss
 
     path = from_file_path(cfg.model)
     model = load_model(path, cfg.model)

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.config import Config, SlurmStage
+from hepprune.core.config import Config, SlurmStage
 
 STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "tensorboard")
 
@@ -32,7 +32,7 @@ class Paths:
 def _header(name: str, stage: SlurmStage, cfg: Config, paths: Paths, *, array: int = 0,
             requeue: bool = True, tasks: int = 1) -> list[str]:
     s = cfg.slurm
-    log = paths.logs / (f"%x-%A_%a.out" if array else "%x-%j.out")
+    log = paths.logs / ("%x-%A_%a.out" if array else "%x-%j.out")
     flags = [f"--job-name=hepprune-{name}", f"--output={log}", f"--time={stage.time}",
              f"--cpus-per-task={stage.cpus}", f"--mem={stage.mem}"]
     if s.partition:

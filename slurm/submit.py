@@ -7,11 +7,11 @@ what depends on it. ``--dry-run`` prints the exact sbatch commands and scripts
 and submits nothing; ``--tensorboard`` submits only a TensorBoard job.
 """
 
-if __package__ in (None, ""):  # run as `python slurm/submit.py`: import from the checkout
-    import pathlib
+if __package__ in (None, ""):  # `python slurm/submit.py`: the working directory, not this folder, on sys.path
+    import os
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    sys.path[0] = os.getcwd()
 
 import logging
 import shutil
@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
-from data import artifacts
-from data import config as config_mod
-from data.cli import ArgumentParser, run
-from data.config import Config
-from data.errors import ConfigError, RunError
-from slurm.scripts import Paths, render, render_tensorboard
+from hepprune.core import artifacts
+from hepprune.core import config as config_mod
+from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError, RunError
 
 log = logging.getLogger("hepprune.submit")
 
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(c.isspace() for c in str(path)):  # #SBATCH --output cannot carry it safely
             raise ConfigError(f"{what} {path} contains whitespace; SLURM job scripts need a path without it")
     if not args.tensorboard:
-        from ptq.training import resolve_config
+        from hepprune.ptq.training import resolve_config
 
         cfg = resolve_config(cfg, data=args.data)  # an absolute data path: jobs run from the checkout
         check_run_dir(cfg, run_dir)
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(as `make demo` does) or submit from a cluster login node")
         check_partition(cfg, list(scripts))
         if not args.tensorboard:  # the jobs would fail minutes or hours later, in the queue
-            from data.schema import open_dataset
+            from hepprune.data.schema import open_dataset
 
             open_dataset(cfg.data.path)
     slurm_dir = run_dir / "slurm"

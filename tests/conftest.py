@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data.schema import write_shard
+from hepprune.data.schema import write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,13 +1,13 @@
 """prune/analyze_prune.py as a user runs it, on a tiny baseline and one pruned model."""
 
 import csv
-import re
 import json
+import re
 
 import numpy as np
 import pytest
-
-from conftest import PRUNED_RUN_CONFIG as CONFIG, assert_one_line_error
+from conftest import PRUNED_RUN_CONFIG as CONFIG
+from conftest import assert_one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +84,9 @@ def test_run_with_no_models(tmp_path, run_cli):
 
 def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
     import numpy as np
+    from hepprune.ptq.hls_bridge import fold_standardization
 
-    from data.backend import keras
-    from ptq.hls_bridge import fold_standardization
+    from hepprune.core.backend import keras
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5,), name="inputs"), keras.layers.Dense(8, name="fc1"),
@@ -104,10 +104,11 @@ def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
 
 
 def test_a_layer_hls4ml_cannot_convert_is_named(tmp_path):
-    from data.backend import keras
-    from data.config import HlsConfig
-    from data.errors import HepPruneError
-    from ptq.hls_bridge import convert
+    from hepprune.ptq.hls_bridge import convert
+
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
+    from hepprune.core.errors import HepPruneError
 
     model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Lambda(lambda t: 2 * t, name="doubler"),
@@ -117,7 +118,7 @@ def test_a_layer_hls4ml_cannot_convert_is_named(tmp_path):
 
 
 def test_synth_without_a_vendor_tool_is_refused_up_front(run, run_cli):
-    from ptq.synthesis import find_hls_tool
+    from hepprune.ptq.synthesis import find_hls_tool
 
     if find_hls_tool() is not None:
         pytest.skip("vitis_hls or vivado_hls is on PATH here; --synth would really run")
@@ -129,8 +130,8 @@ def test_synth_without_a_vendor_tool_is_refused_up_front(run, run_cli):
 
 def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     from conftest import ROOT
-    from prune import report
-    from ptq.synthesis import parse_report
+    from hepprune.prune import report
+    from hepprune.ptq.synthesis import parse_report
 
     _analyse(run_cli, run, "--no-hls")
     summary = json.loads((run / "analysis/summary.json").read_text())
@@ -160,9 +161,10 @@ def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_c
 def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(run, monkeypatch):
     """--samples all must not hold the split's inputs: the events come in chunks, and
     the result (physics, firmware precisions, C simulation) does not depend on the chunking."""
-    from data import config as config_mod
-    from prune import analysis, pruning
-    from ptq import run_models, training
+    from hepprune.prune import analysis, pruning
+    from hepprune.ptq import run_models, training
+
+    from hepprune.core import config as config_mod
 
     cfg = pruning.resolve_config(config_mod.load(run.parent / "config.yaml"), run)
     prepared = training.prepare_data(cfg, run / "baseline")

@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error
 
 
 def test_int_bits_are_the_narrowest_that_hold_the_value():
-    from ptq.hls_bridge import int_bits
+    from hepprune.core.fixedpoint import int_bits
 
     # ap_fixed<W,I> holds [-2^(I-1), 2^(I-1)).
     assert int_bits(0.9) == 1  # [-1, 1)
@@ -24,7 +23,7 @@ def test_int_bits_are_the_narrowest_that_hold_the_value():
 
 
 def test_width_precisions_follow_each_layer_range():
-    from ptq.quantization import width_precisions
+    from hepprune.ptq.quantization import width_precisions
 
     ranges = {"inputs": {"result": 100.0}, "fc1": {"weight": 0.05, "bias": 3.0, "result": 40.0}}
     p = width_precisions(ranges, 12)
@@ -43,14 +42,14 @@ def test_width_precisions_follow_each_layer_range():
     ([True, True, True, True, False], None),
 ])
 def test_chosen_width_is_the_smallest_from_which_all_wider_pass(ok, chosen):
-    from ptq.quantization import choose_width
+    from hepprune.ptq.quantization import choose_width
 
     rows = [{"width": w, "within_tolerance": o} for w, o in zip([6, 8, 10, 12, 14], ok)]
     assert choose_width(rows) == chosen
 
 
 def test_tolerance_is_relative_to_float_and_ignores_better_resolution():
-    from ptq.quantization import within_tolerance
+    from hepprune.ptq.quantization import within_tolerance
 
     ref = {"response_median": 1.0, "resolution_q68": 0.10}
     assert within_tolerance({"response_median": 1.009, "resolution_q68": 0.1009}, ref, 0.01)
@@ -101,8 +100,9 @@ def test_bad_input(run, run_cli, args, fragment):
 
 
 def test_layer_ranges_are_the_largest_magnitudes_seen():
-    from data.backend import keras
-    from ptq.quantization import layer_ranges
+    from hepprune.ptq.quantization import layer_ranges
+
+    from hepprune.core.backend import keras
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,), name="inputs"), keras.layers.Dense(2, name="fc1"),
@@ -122,7 +122,7 @@ def test_an_abort_inside_the_c_simulation_is_an_error_not_a_crash(tmp_path):
     import subprocess
     from types import SimpleNamespace
 
-    from ptq.hls_bridge import CsimError, csim_predict
+    from hepprune.ptq.hls_bridge import CsimError, csim_predict
 
     firmware = tmp_path / "firmware"
     firmware.mkdir()

@@ -1,7 +1,7 @@
 import pytest
 
-from data import config
-from data.errors import ConfigError
+from hepprune.core import config
+from hepprune.core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_documented():
@@ -72,7 +72,7 @@ def test_precision_modes_are_accepted_and_carried_to_sized_types():
     """A rounded, saturating default (the default) and hls4ml's plain one are
     both valid; types sized per layer take the default's modes, and the
     accumulators wrap (a partial sum may leave the range and come back)."""
-    from ptq.hls_bridge import accumulator_precision, with_modes
+    from hepprune.core.fixedpoint import accumulator_precision, with_modes
 
     assert config.from_dict({}).hls.precision == "ap_fixed<16,6,AP_RND,AP_SAT>"
     for ok in ("ap_fixed<16,6>", "ap_fixed<16, 6, AP_RND_CONV, AP_SAT_SYM>", "ap_ufixed<8,0,AP_TRN,AP_SAT,2>"):

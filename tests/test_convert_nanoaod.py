@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 import uproot
-
 from conftest import NANOAOD_SAMPLE
-from data.convert_nanoaod import BRANCHES, FEATURE_NAMES, convert
-from data.errors import DataError
-from data.schema import open_dataset
+from hepprune.data.convert_nanoaod import BRANCHES, FEATURE_NAMES, convert
+from hepprune.data.schema import open_dataset
+
+from hepprune.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = NANOAOD_SAMPLE

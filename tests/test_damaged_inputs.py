@@ -4,7 +4,6 @@ later stage answers with one line naming the problem, never a traceback."""
 import h5py
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, make_shard
 
 LATER_STAGES = {

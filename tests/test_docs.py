@@ -3,7 +3,8 @@
 import re
 
 from conftest import ROOT
-from data.config import describe
+
+from hepprune.core.config import describe
 
 
 def test_readme_documents_every_config_key():

@@ -7,7 +7,6 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_digits_converter_writes_the_schema(tmp_path, run_cli):
     run_cli("data/convert_digits.py", "--out", tmp_path, check_ok=True)
-    from data.schema import open_dataset
+    from hepprune.data.schema import open_dataset
 
     info = open_dataset(tmp_path / "digits.h5")
     assert info.n_events == 1797 and info.image_shape == (8, 8, 1) and info.class_names == tuple("0123456789")

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -20,7 +19,7 @@ def test_user_h5_example_runs(tmp_path):
     base = json.loads((run / "baseline/metrics.json").read_text())
     assert base["epochs_run"] == 0 and base["from_file"] == str(tmp_path / "user_model.h5")
 
-    from data.backend import keras
+    from hepprune.core.backend import keras
 
     user = keras.models.load_model(str(tmp_path / "user_model.h5"), compile=False)
     adopted = keras.models.load_model(str(run / "baseline/model.h5"), compile=False)

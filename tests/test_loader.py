@@ -5,12 +5,12 @@ import tracemalloc
 import h5py
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, make_shard
-from data import loader
-from data.config import DataConfig
-from data.errors import DataError
-from data.schema import open_dataset
+from hepprune.data import loader
+from hepprune.data.schema import open_dataset
+
+from hepprune.core.config import DataConfig
+from hepprune.core.errors import DataError
 
 
 @pytest.fixture
@@ -226,7 +226,7 @@ def test_empty_split(tmp_path):
 
 @pytest.mark.parametrize("transform", ["ratio", "log", "none"])
 def test_target_transforms_round_trip(transform):
-    from data import targets
+    from hepprune.core import targets
 
     cfg = DataConfig(target_transform=transform)
     true = np.array([0.5, 3.0, 250.0, 480.0])

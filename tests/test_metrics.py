@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from ptq.metrics import binned_metrics, quantile_bins, response_metrics, response_metrics_with_errors
+from hepprune.core.metrics import (
+    binned_metrics,
+    quantile_bins,
+    response_metrics,
+    response_metrics_with_errors,
+)
 
 
 def test_hand_computed_values():
@@ -55,7 +60,7 @@ def test_empty_input_is_an_error():
 
 
 def test_multiplier_count_for_a_layer_with_known_zeros():
-    from ptq.firmware import layer_multipliers
+    from hepprune.ptq.firmware import layer_multipliers
 
     kernel = np.ones((10, 8), np.float32)  # 80 weights
     kernel.flat[:30] = 0.0  # 30 zeros
@@ -66,9 +71,10 @@ def test_multiplier_count_for_a_layer_with_known_zeros():
 
 
 def test_firmware_cost_of_a_model():
-    from data.backend import keras
-    from data.config import HlsConfig
-    from ptq.firmware import firmware_cost
+    from hepprune.ptq.firmware import firmware_cost
+
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
@@ -87,10 +93,11 @@ def test_firmware_cost_of_a_model():
 
 
 def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
-    from data.backend import keras
-    from data.config import HlsConfig
+    from hepprune.ptq.firmware import firmware_cost
+
     from examples.user_model.models import ScaledDense
-    from ptq.firmware import firmware_cost
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
 
     model = keras.Sequential([keras.Input((8, 2)), keras.layers.Conv1D(3, 3, name="conv1"),
                               keras.layers.Flatten(), ScaledDense(5, name="scaled"), keras.layers.Dense(1, name="output")])
@@ -103,7 +110,7 @@ def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
 
 
 def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():
-    from ptq.firmware import layer_bram18, layer_multipliers
+    from hepprune.ptq.firmware import layer_bram18, layer_multipliers
 
     kernel = np.ones((64, 32), np.float32)  # 2048 weights
     kernel.flat[:1024] = 0.0
@@ -119,7 +126,7 @@ def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():
 def test_classification_metrics_hand_computed():
     """Accuracy and one-vs-rest ROC AUC (Mann-Whitney, ties count half) on
     arrays small enough to count the pairs by hand."""
-    from ptq.classification import classification_metrics, roc_curve
+    from hepprune.core.classification import classification_metrics, roc_curve
 
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])
     labels = np.array([0, 0, 1, 1])

@@ -12,7 +12,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import ROOT, assert_one_line_error, make_shard
 
 pytestmark = pytest.mark.slow
@@ -88,7 +87,7 @@ def test_resume_after_kill_ends_with_the_same_result(tmp_path, shards, run_cli):
 
     resumed = run_cli("ptq/trainModel.py", "--config", cfg, "--run-dir", tmp_path / "killed", "--data",
                       shards, check_ok=True)
-    assert f"resuming" in resumed.stderr and f"after epoch {done}" in resumed.stderr
+    assert "resuming" in resumed.stderr and f"after epoch {done}" in resumed.stderr
     a = json.loads((tmp_path / "straight/baseline/metrics.json").read_text())
     b = json.loads((tmp_path / "killed/baseline/metrics.json").read_text())
     for m in (a, b):

@@ -13,7 +13,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import ROOT, assert_one_line_error, make_shard
 
 pytestmark = pytest.mark.slow
@@ -79,7 +78,7 @@ def _scalars(logdir, tag):
     """(step, value) of every event of one scalar tag in a TensorBoard directory."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     acc = EventAccumulator(str(logdir))
     acc.Reload()
@@ -158,7 +157,7 @@ def test_tensorboard_has_per_layer_sparsity_including_the_final_epoch(run, run_c
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
     assert {"sparsity/fc1", "sparsity/fc2", "sparsity/model", "learning_rate"} <= tags
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     events = acc.Tensors("sparsity/fc1")
     assert events[-1].step == final_step
@@ -239,7 +238,7 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
     assert len(steps) == 2 and set(steps.values()) == {schedule["total_steps"]} and \
         schedule["total_steps"] == 6 * spe
     # The final checkpoints agree too, optimizer state (Adam moments, iterations) included.
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     readers = [tf.train.load_checkpoint(str(r / "prune_0.50/checkpoint" / json.loads(
         (r / "prune_0.50/checkpoint/state.json").read_text())["checkpoint"])) for r in (straight, run)]
@@ -318,12 +317,12 @@ def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run,
     # one from the checkpoint with the pruning wrappers.
     probe = textwrap.dedent(f"""
         import json, numpy as np
-        from data.backend import keras, tf
-        from data.config import from_dict
+        from hepprune.core.backend import keras, tf
+        from hepprune.core.config import from_dict
         import yaml
-        from prune import pruning
-        from prune.schedule import derive_schedule
-        from prune.neuron import apply_masks
+        from hepprune.prune import pruning
+        from hepprune.prune.schedule import derive_schedule
+        from hepprune.prune.neuron import apply_masks
         stage = {str(run / 'prune_0.50')!r}
         cfg = from_dict(yaml.safe_load(open(stage + "/config.yaml")))
         base = keras.models.load_model({str(run / 'baseline/model.h5')!r}, compile=False)
@@ -344,7 +343,7 @@ def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run,
     # TensorBoard: a per-layer threshold for neuron pruning too, the smallest
     # kernel-column L2 norm among the kept units: 0 before any unit is masked; at
     # the end, that of the final checkpoint's kernel and mask.
-    from data.backend import tf
+    from hepprune.core.backend import tf
 
     stage = run / "prune_0.50"
     ckpt = tf.train.load_checkpoint(str(stage / "checkpoint" / json.loads(
@@ -369,8 +368,9 @@ def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run,
 def test_neuron_shrink_folds_constant_outputs_exactly():
     """BatchNormalization and sigmoid make a removed unit emit a constant; the
     smaller model must still predict what the masked one does."""
-    from data.backend import keras
-    from prune.neuron import apply_masks, keep_mask, shrink_model
+    from hepprune.prune.neuron import apply_masks, keep_mask, shrink_model
+
+    from hepprune.core.backend import keras
 
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, name="fc1"),
@@ -452,10 +452,11 @@ def test_include_pattern_and_exclude_choose_the_pruned_layers(run, run_cli):
 def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
     """A tiny Sequential MLP pruned to 0.5 in-process: (all weights after
     training, the wrapped model). Same seed, data and batch order each call."""
-    from data.backend import keras, tf, tfmot
-    from data.config import PruneConfig
-    from prune.pruning import wrap_for_pruning
-    from prune.schedule import derive_schedule
+    from hepprune.prune.pruning import wrap_for_pruning
+    from hepprune.prune.schedule import derive_schedule
+
+    from hepprune.core.backend import keras, tf, tfmot
+    from hepprune.core.config import PruneConfig
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(3)
@@ -470,7 +471,7 @@ def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
     schedule = derive_schedule(cfg, 0.5, 1024 // 32)
     model = wrap_for_pruning(base, ["fc1", "fc2"], schedule, cfg, shared_step=shared_step)
     if shared_step:
-        from prune import shared_step as shared
+        from hepprune.prune import shared_step as shared
 
         shared.install(model)  # again: it replaces the step, never counts a batch twice
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mae")
@@ -493,7 +494,7 @@ def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, t
     steps = [w for w in shared if w.dtype == np.int64]
     assert steps and all(int(s) == 4 * 32 for s in steps)  # every batch counted once per layer
     # The comparison means something: the masks were updated, to the target.
-    from prune.pruning import mask_sparsity
+    from hepprune.prune.pruning import mask_sparsity
 
     assert {name: zeros / total for name, (zeros, total) in mask_sparsity(model).items()} == \
         {"fc1": 0.5, "fc2": 0.5}
@@ -502,10 +503,11 @@ def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, t
     if granularity == "neuron":
         return
     # Saved with the wrappers, it loads under prune_scope() as tfmot's own wrapper.
-    from data.backend import keras, tfmot
-    from prune.pruning import WRAPPED_MODEL_FILE
-    from ptq.training import save_model_h5
+    from hepprune.prune.pruning import WRAPPED_MODEL_FILE
+    from hepprune.ptq.training import save_model_h5
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    from hepprune.core.backend import keras, tfmot
 
     with tfmot.sparsity.keras.prune_scope():
         save_model_h5(model, tmp_path / WRAPPED_MODEL_FILE)

@@ -12,7 +12,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import PRUNED_RUN_CONFIG, ROOT, make_shard
 
 pytestmark = pytest.mark.slow

@@ -5,10 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, assert_one_line_error
-from data import config
-from slurm.scripts import Paths, render, render_tensorboard
+from hepprune.slurm.scripts import Paths, render, render_tensorboard
+
+from hepprune.core import config
 
 GOLDEN = ROOT / "tests" / "golden"
 GOLDEN_CONFIG = {

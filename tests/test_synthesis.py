@@ -11,9 +11,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hepprune.ptq.synthesis import (
+    find_hls_tool,
+    parse_report,
+    report_dir,
+    require_hls_tool,
+    run_synthesis,
+)
 
-from data.errors import RunError
-from ptq.synthesis import find_hls_tool, parse_report, report_dir, require_hls_tool, run_synthesis
+from hepprune.core.errors import RunError
 
 SYNTH = Path(__file__).resolve().parent / "data" / "synth"
 VITIS_TOP = "grp_dense_latency_ap_fixed_16_6_5_3_0_ap_fixed_16_6_5_3_0_config{}_s_fu_{}"
@@ -176,13 +182,13 @@ def test_run_synthesis_turns_a_failed_build_into_one_line(tmp_path, monkeypatch)
 def test_real_synthesis_of_a_tiny_dense_model(tmp_path):
     import numpy as np
 
-    from data.backend import keras
-    from data.config import HlsConfig
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
 
     try:
-        from ptq.hls_bridge import convert
+        from hepprune.ptq.hls_bridge import convert
     except ImportError:
-        from prune.hls_bridge import convert
+        from hepprune.prune.hls_bridge import convert
 
     model = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(4, activation="relu"),
                               keras.layers.Dense(1)])

@@ -8,7 +8,6 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, make_class_shard, make_shard
 
 pytestmark = pytest.mark.slow
@@ -45,7 +44,7 @@ def _chain(tmp_path, run_cli, config, data, *, hls=True):
 
 def _fit_and_save(builder, x, y, path, loss, epochs=3):
     """A user's pretrained model, trained outside hepprune on raw inputs."""
-    from data.backend import keras
+    from hepprune.core.backend import keras
 
     keras.utils.set_random_seed(0)
     model = builder(x.shape[1:], 1 if loss == "mae" else int(y.max()) + 1)
@@ -90,7 +89,7 @@ def test_from_file_regression_is_the_baseline_untrained(tmp_path, run_cli):
     base = json.loads((run / "baseline/metrics.json").read_text())
     assert base["epochs_run"] == 0 and base["from_file"] == str((tmp_path / "user.h5").resolve())
     assert not (run / "baseline/checkpoint").exists()  # nothing was trained
-    from data.backend import keras
+    from hepprune.core.backend import keras
 
     adopted = keras.models.load_model(str(run / "baseline/model.h5"), compile=False)
     for a, b in zip(adopted.get_weights(), user.get_weights()):

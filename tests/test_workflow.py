@@ -2,9 +2,9 @@
 generator or CMS NanoAOD -> HDF5 -> ptq/trainModel.py."""
 
 import json
+
 import h5py
 import pytest
-
 from conftest import NANOAOD_SAMPLE as NANOAOD
 from conftest import ROOT
 
@@ -20,7 +20,7 @@ def _train(run_cli, tmp_path, data, *sets):
 @pytest.fixture(scope="module")
 def calo(tmp_path_factory):
     out = tmp_path_factory.mktemp("calo")
-    from data.calorimeter import write_dataset
+    from hepprune.data.calorimeter import write_dataset
 
     write_dataset(out, 12000, seed=5, n_shards=2, image=True)
     return str(out / "shard_*.h5")

@@ -13,7 +13,7 @@ import glob
 import pathlib
 import sys
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # the checkout, for data.backend
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # the checkout, for hepprune (if not installed)
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
@@ -27,7 +27,7 @@ def main() -> int:
     p.add_argument("--events", type=int, default=200_000, help="events to train on (first of each shard)")
     args = p.parse_args()
 
-    from data.backend import keras  # tf_keras (Keras 2): what tfmot can prune
+    from hepprune.core.backend import keras  # tf_keras (Keras 2): what tfmot can prune
 
     xs, ys = [], []
     for path in sorted(glob.glob(args.data)):

@@ -12,7 +12,7 @@ only Keras 2 models. Importing it through ``data.backend`` also sets
 ``TF_USE_LEGACY_KERAS=1`` in time.
 """
 
-from data.backend import keras, tfmot
+from hepprune.core.backend import keras, tfmot
 
 
 def _head(x, n_outputs):

@@ -23,9 +23,9 @@ import logging
 import os
 from pathlib import Path
 
-from data.backend import keras
-from data.config import Config, ModelConfig
-from data.errors import ConfigError
+from hepprune.core.backend import keras
+from hepprune.core.config import Config, ModelConfig
+from hepprune.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def custom_objects(cfg: ModelConfig) -> dict:
 def load_model(path: str | os.PathLike, cfg: ModelConfig):
     """A tf_keras model from an HDF5 file, with the config's custom objects
     (and tfmot's, for files holding pruning wrappers)."""
-    from data.backend import tfmot
+    from hepprune.core.backend import tfmot
 
     objects = custom_objects(cfg)
     try:

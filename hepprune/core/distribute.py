@@ -26,8 +26,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.config import Config
-from data.errors import ConfigError, RunError
+from hepprune.core.config import Config
+from hepprune.core.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Worker:
         crashed to the others' heartbeat checks."""
         if self.strategy is None:
             return
-        from data.backend import tf
+        from hepprune.core.backend import tf
 
         s = self.strategy
         s.reduce(tf.distribute.ReduceOp.SUM, s.run(lambda: tf.constant(1.0)), axis=None)
@@ -111,7 +111,7 @@ def start(cfg: Config) -> Worker:
 
 def _join() -> Worker:
     env = _slurm_env()
-    from data.backend import quiet_stderr, tf
+    from hepprune.core.backend import quiet_stderr, tf
 
     # The resolver zips tasks with "GPUs"; one pseudo-GPU per task keeps it
     # working on CPU nodes (gpus_per_node=0 crashes it), and auto_set_gpu=False

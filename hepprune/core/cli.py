@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from data.errors import HepPruneError
+from hepprune.core.errors import HepPruneError
 
 EXIT_BAD_INPUT = 2
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data.errors import RunError
+from hepprune.core.errors import RunError
 
 METRICS_FILE = "metrics.json"
 

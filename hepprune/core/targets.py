@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.config import DataConfig
+from hepprune.core.config import DataConfig
 
 
 def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig, task: str = "regression") -> np.ndarray:

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from data.errors import ConfigError
+from hepprune.core.errors import ConfigError
+from hepprune.core.fixedpoint import check_precision
 
 
 def _opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
@@ -188,17 +189,10 @@ class HlsConfig:
                           "tools); --no-hls skips it")
 
     def __post_init__(self) -> None:
-        parsed = parse_fixed(self.precision)
-        if parsed is None:
-            raise ConfigError(f"hls.precision must look like ap_fixed<W,I>, got {self.precision!r}")
-        modes = parsed.modes
-        for mode, valid in zip(modes, (QUANTIZATION_MODES, OVERFLOW_MODES)):
-            if mode not in valid:
-                raise ConfigError(f"hls.precision {self.precision!r}: unknown mode {mode!r}; valid: "
-                                  f"{', '.join(valid)}")
-        if len(modes) > 3 or (len(modes) == 3 and not modes[2].isdigit()):
-            raise ConfigError(f"hls.precision {self.precision!r}: after W and I come at most a quantisation "
-                              "mode, an overflow mode and a number of saturation bits")
+        try:
+            check_precision(self.precision, "hls.precision")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -269,40 +263,6 @@ class SlurmConfig:
         bad = [f for f in self.extra if not f.startswith("--")]
         if bad:
             raise ConfigError(f"slurm.extra: every entry must be an sbatch flag starting with --, got {bad[0]!r}")
-
-
-QUANTIZATION_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN",
-                      "AP_TRN_ZERO")
-OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
-ROUND_SATURATE = ("AP_RND", "AP_SAT")  # truncation would bias every value downwards (a response shift)
-
-
-@dataclass(frozen=True)
-class FixedPoint:
-    """An ``ap_fixed<W,I[,Q[,O[,N]]]>`` (or ap_ufixed) type; ``str()`` writes it back."""
-
-    kind: str
-    width: int
-    integer: int
-    modes: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return f"{self.kind}<{self.width},{self.integer}{''.join(',' + m for m in self.modes)}>"
-
-
-def parse_fixed(text: str) -> FixedPoint | None:
-    """The FixedPoint of an hls4ml type string, or None if it is not one."""
-    m = re.fullmatch(r"\s*(ap_u?fixed)\s*<\s*(\d+)\s*,\s*(-?\d+)\s*((?:,[^,>]*)*)>\s*", text)
-    if not m or int(m.group(2)) < 1:
-        return None
-    return FixedPoint(m.group(1), int(m.group(2)), int(m.group(3)),
-                      tuple(mode.strip() for mode in m.group(4).split(",")[1:]))
-
-
-def precision_bits(precision: str) -> tuple[int, int] | None:
-    """(W, I) of an ap_fixed<W,I> / ap_ufixed<W,I> string, or None."""
-    p = parse_fixed(precision)
-    return (p.width, p.integer) if p else None
 
 
 @dataclass(frozen=True)

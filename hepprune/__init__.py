@@ -1,0 +1,17 @@
+"""hepprune: pretrain, prune and export small regression networks for FPGA triggers.
+
+One import namespace over the workflow's folders (see the README's layout):
+
+- ``hepprune.core``   the engine no stage owns: config, run-directory layout,
+  stage lifecycle, fit loop, evaluation, models, metrics, task, fixed point;
+- ``hepprune.data``   datasets: generator, converters, schema, streamed loader;
+- ``hepprune.ptq``    pretraining and post-training quantisation;
+- ``hepprune.prune``  pruning and the comparison of the models;
+- ``hepprune.slurm``  the stages as SLURM jobs.
+
+Imports go one way: core <- data <- ptq <- prune <- slurm.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""The engine under every stage; it imports no stage (tests/test_architecture.py)."""

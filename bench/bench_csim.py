@@ -34,10 +34,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
-    from hepprune.ptq.hls_bridge import convert, csim_predict
-
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
+    from hepprune.ptq.hls_bridge import convert, csim_predict
 
     model = keras.models.load_model(args.model, compile=False)
     x = np.random.default_rng(0).normal(size=(args.samples, *model.input_shape[1:])).astype(np.float32)

@@ -38,10 +38,9 @@ def make_data(out: Path, events: int) -> str:
 
 
 def _setup(pattern: str):
+    from hepprune.core.config import from_dict
     from hepprune.data import loader
     from hepprune.data.schema import open_dataset
-
-    from hepprune.core.config import from_dict
 
     cfg = from_dict({"data": {"path": pattern, "batch_size": 512, "shuffle_buffer": 131072},
                      "model": {"hidden_units": [32, 16, 8]}})
@@ -82,10 +81,10 @@ def _epoch_seconds(model, ds, steps: int, epochs: int) -> float:
 
 def throughput(pattern: str, epochs: int) -> dict:
     import numpy as np
-    from hepprune.data import loader
 
     from hepprune.core import targets
     from hepprune.core.backend import tf
+    from hepprune.data import loader
 
     cfg, reader, train, stats = _setup(pattern)
     n = loader.n_events(train)

@@ -39,12 +39,11 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from hepprune.core.config import ModelConfig, PruneConfig
+    from hepprune.core.models import build_model
     from hepprune.data.calorimeter import CalorimeterParams, generate_events
     from hepprune.prune.pruning import prunable_layers, wrap_for_pruning
     from hepprune.prune.schedule import derive_schedule
-
-    from hepprune.core.config import ModelConfig, PruneConfig
-    from hepprune.core.models import build_model
 
     ev = generate_events(args.events, CalorimeterParams(), np.random.default_rng(0))
     x = (ev["inputs"] - ev["inputs"].mean(0)) / (ev["inputs"].std(0) + 1e-6)

@@ -35,14 +35,14 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from hepprune.data.calorimeter import CalorimeterParams, generate_events
-    from hepprune.prune.pruning import prunable_layers, wrap_for_pruning
-    from hepprune.prune.schedule import derive_schedule
     from tensorflow.python.ops import control_flow_util_v2
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
     from hepprune.core.config import ModelConfig, PruneConfig
     from hepprune.core.models import build_model
+    from hepprune.data.calorimeter import CalorimeterParams, generate_events
+    from hepprune.prune.pruning import prunable_layers, wrap_for_pruning
+    from hepprune.prune.schedule import derive_schedule
 
     ev = generate_events(args.events, CalorimeterParams(), np.random.default_rng(0))
     x = ((ev["inputs"] - ev["inputs"].mean(0)) / (ev["inputs"].std(0) + 1e-6)).astype(np.float32)

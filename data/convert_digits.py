@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from hepprune.data.schema import write_shard
 
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.errors import HepPruneError
+from hepprune.data.schema import write_shard
 
 log = logging.getLogger("data.convert_digits")
 

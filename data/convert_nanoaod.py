@@ -36,10 +36,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import uproot
-from hepprune.data.schema import write_shard
 
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.errors import DataError
+from hepprune.data.schema import write_shard
 
 log = logging.getLogger("data.convert_nanoaod")  # same name when run as a script
 

@@ -20,16 +20,16 @@ events are never read by training.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
-from hepprune.data.schema import DatasetInfo
 
 from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
+from hepprune.data.schema import DatasetInfo
 
 log = logging.getLogger(__name__)
 
@@ -153,25 +153,21 @@ def check_finite(reader: Reader, block: Block, arrays) -> None:
 
 
 def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
-         n_classes: int | None = None) -> Standardization:
-    """One streaming pass over every split: refuse non-finite values (and,
-    with ``n_classes``, targets that are not class indices), and compute the
-    standardisation from the training split only (Chan's pairwise
-    mean/variance update in float64, so large datasets stay exact)."""
+         bad_targets: Callable[[np.ndarray], tuple[np.ndarray, str] | None] | None = None) -> Standardization:
+    """One streaming pass over every split: refuse non-finite values and
+    targets the task cannot use (``bad_targets`` gives their mask and why),
+    and compute the standardisation from the training split only (Chan's
+    pairwise mean/variance update in float64, so large datasets stay exact)."""
     count, mean, m2 = 0, None, None
     for split in SPLITS:
         for block in splits[split]:
             x, true, ref = arrays = reader.read(block)
             check_finite(reader, block, arrays)
-            if n_classes is not None:
-                bad = (true != np.round(true)) | (true < 0) | (true >= n_classes)
-                if bad.any():
-                    raise DataError(f"{reader.info.shards[block.shard].path}: target {true[bad][0]:g} at event "
-                                    f"{block.start + int(np.flatnonzero(bad)[0])} is not a class index in "
-                                    f"0..{n_classes - 1} (the class_names attribute lists {n_classes})")
-            elif cfg.target_transform == "log" and (true <= 0).any():
-                raise DataError(f"{reader.info.shards[block.shard].path}: target_transform=log "
-                                "needs a positive target, found values <= 0")
+            problem = bad_targets(true) if bad_targets is not None else None
+            if problem is not None:
+                bad, why = problem
+                raise DataError(f"{reader.info.shards[block.shard].path}: target {true[bad][0]:g} at event "
+                                f"{block.start + int(np.flatnonzero(bad)[0])} {why}")
             if split != "train":
                 continue
             xb = x.astype(np.float64)
@@ -318,7 +314,8 @@ def steps(n: int, batch_size: int) -> int:
 
 def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standardization: Standardization,
                   *, seed: int | None = None, epochs: range | None = None,
-                  shard: tuple[int, int, int] | None = None, task: str = "regression"):
+                  shard: tuple[int, int, int] | None = None,
+                  encode: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
     """A ``tf.data.Dataset`` of ``(x, t)`` batches with ``t`` the encoded target.
 
     For training pass ``seed`` and the ``epochs`` to produce: the generator
@@ -338,16 +335,17 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
     in C++, while the prefetch in between builds the next window. A
     per-batch generator measured 0.66x the in-memory ceiling here.
     """
-    from hepprune.core.backend import tf
+    from hepprune.core.backend import tf  # deferred: the loader's numpy side runs without TensorFlow
 
     bs = cfg.batch_size
+    encode = encode or (lambda true, ref: targets.encode(true, ref, cfg))
 
     def generate():
         for epoch in (epochs if seed is not None else [None]):
             rng = epoch_rng(seed, epoch) if seed is not None else None
             for x, true, ref in iter_windows(reader, blocks, bs, shuffle_buffer=cfg.shuffle_buffer, rng=rng,
                                              standardization=standardization):
-                t = targets.encode(true, ref, cfg, task)
+                t = encode(true, ref)
                 n_full = (len(t) // bs) * bs
                 if n_full:
                     yield x[:n_full].reshape(-1, bs, *x.shape[1:]), t[:n_full].reshape(-1, bs)
@@ -357,12 +355,12 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
     spec = (tf.TensorSpec((None, None, *reader.input_shape), tf.float32),
             tf.TensorSpec((None, None), tf.float32))
     if shard is not None:
-        return _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, task)
+        return _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, encode)
     return (tf.data.Dataset.from_generator(generate, output_signature=spec)
             .prefetch(1).unbatch().prefetch(tf.data.AUTOTUNE))
 
 
-def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, task):
+def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, encode):
     import itertools
 
     from hepprune.core.backend import tf
@@ -380,7 +378,7 @@ def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, s
             for x, true, ref in iter_worker_windows(reader, blocks, local, n_steps, worker=worker, workers=workers,
                                                     rng=rng, shuffle_buffer=cfg.shuffle_buffer,
                                                     standardization=standardization):
-                t = targets.encode(true, ref, cfg, task)
+                t = encode(true, ref)
                 yield x.reshape(-1, local, *x.shape[1:]), t.reshape(-1, local)
 
     def regroup(x, t):  # (workers, local, ...) -> (batch_size, ...)

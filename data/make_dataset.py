@@ -17,14 +17,13 @@ import logging
 import time
 from collections.abc import Sequence
 
+from hepprune.core.cli import ArgumentParser, run
 from hepprune.data.calorimeter import (
     EVENTS_PER_SHARD,
     CalorimeterParams,
     params_with_overrides,
     write_dataset,
 )
-
-from hepprune.core.cli import ArgumentParser, run
 
 log = logging.getLogger("hepprune.make_dataset")
 

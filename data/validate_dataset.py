@@ -13,9 +13,8 @@ if __package__ in (None, ""):  # `python data/validate_dataset.py`: the working 
 import sys
 from collections.abc import Sequence
 
-from hepprune.data.schema import open_dataset
-
 from hepprune.core.cli import ArgumentParser, run
+from hepprune.data.schema import open_dataset
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,19 +16,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hepprune.data import loader
-from hepprune.ptq import run_models, training
-from hepprune.ptq.firmware import firmware_cost, weighted_kernels
 
 from hepprune.core import artifacts, targets
 from hepprune.core import metrics as phys
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError
+from hepprune.core.fit import size_metrics
 from hepprune.core.fixedpoint import rounding_advice
+from hepprune.core.runs import ANALYSIS, BASELINE, HLS, MODEL_FILE, finished_models
+from hepprune.data import loader
+from hepprune.data.prepare import HeldOutEvents, Mapped, prepare_data
+from hepprune.ptq import hls_bridge, synthesis
+from hepprune.ptq.firmware import firmware_cost, weighted_kernels
 
 log = logging.getLogger(__name__)
 
-STAGE = "analysis"
+STAGE = ANALYSIS
 REFERENCE = "reference"
 CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
               "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
@@ -66,9 +69,6 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
     outputs, Keras outputs of the same exported model, extras for the entry);
     with ``synth_tool``, also C-synthesise the project and read its report.
     ``x_chunks``: the raw test inputs as re-iterable arrays (a chunk at a time)."""
-    from hepprune.ptq import hls_bridge, synthesis
-    from hepprune.ptq.run_models import Mapped
-
     exported, to_input, raw_precisions = hls_bridge.firmware_model(model, std, x_chunks)
     x_in = Mapped(x_chunks, to_input)
     precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
@@ -113,14 +113,14 @@ def load_and_describe(name: str, stage: Path, cfg: Config):
     """(model, entry with what every task reports: sparsity, sizes, firmware cost)."""
     from hepprune.core.models import load_model
 
-    model = load_model(stage / training.MODEL_FILE, cfg.model)
+    model = load_model(stage / MODEL_FILE, cfg.model)
     stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
     tfl, tfl_q = tflite_sizes(model)
     cost = firmware_cost(model, cfg.hls)
     return model, {
         "name": name,
         "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
-        **training.size_metrics(model, stage / training.MODEL_FILE),
+        **size_metrics(model, (stage / MODEL_FILE).read_bytes()),
         "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
         "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
         "layer_sparsity": layer_sparsity(model),
@@ -131,18 +131,15 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
             synth_tool: str | None = None) -> dict:
     """Evaluate every model; return the summary (also what summary.json holds).
     ``synth_tool`` (vitis_hls or vivado_hls) adds C synthesis to the hls4ml export."""
-    models = run_models.finished_models(run_dir, names)
-    prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    try:
+    models = finished_models(run_dir, names)
+    with prepare_data(cfg, run_dir / BASELINE) as prepared:
         return _analyse(cfg, run_dir, prepared, models, samples, synth_tool)
-    finally:
-        prepared.reader.close()
 
 
 def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
     # Events are read a chunk at a time on every pass (``--samples all`` never holds the
     # split's inputs); the per-event outputs (pred, true, reference) are small.
-    chunks = run_models.HeldOutEvents(prepared, samples)
+    chunks = HeldOutEvents(prepared, samples)
     std = prepared.standardization
     trues, refs = [], []
     for _, t, r in chunks:
@@ -172,13 +169,13 @@ def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
             "ratio": (pred / true).astype(np.float32),  # for plots; dropped before writing
         })
         if cfg.hls.simulate:
-            entry.update(hls_simulate(model, std, chunks.inputs(), true, ref, cfg, run_dir / "hls4ml" / name,
+            entry.update(hls_simulate(model, std, chunks.inputs(), true, ref, cfg, run_dir / HLS / name,
                                       synth_tool))
         entries.append(entry)
         log.info("%s: response %.4f, resolution %.4f, %d multipliers, hls max |diff| %s (%.1f s)", name,
                  entry["response_median"], entry["resolution_q68"], entry["multipliers"],
                  f"{entry['hls_max_abs_diff']:.4g}" if "hls_max_abs_diff" in entry else "-", time.time() - t0)
-    base = next((e for e in entries if e["name"] == training.BASELINE), None)
+    base = next((e for e in entries if e["name"] == BASELINE), None)
     for e in entries:
         e["response_shift"] = e["response_median"] - base["response_median"] if base else None
         e["resolution_shift"] = (e["resolution_q68"] / base["resolution_q68"] - 1) if base else None
@@ -187,8 +184,8 @@ def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
             "target_unit": prepared.reader.info.target_unit, "models": entries, "reference": reference}
 
 
-def write_outputs(summary: dict, out: Path) -> None:
-    """summary.json, summary.csv, report.md and plots/, metrics.json last."""
+def write_outputs(summary: dict, out: Path) -> dict:
+    """summary.json, summary.csv, report.md and plots/; returns the stage's metrics (written last, by the caller)."""
     from hepprune.prune import report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -204,5 +201,4 @@ def write_outputs(summary: dict, out: Path) -> None:
                      for m in clean["models"])
     artifacts.write_text(out / "summary.csv", buf.getvalue())
     artifacts.write_text(out / "report.md", report.markdown(clean))
-    artifacts.write_metrics(out, {"stage": STAGE, "samples": summary["samples"],
-                                  "models": [m["name"] for m in clean["models"]]})
+    return {"stage": STAGE, "samples": summary["samples"], "models": [m["name"] for m in clean["models"]]}

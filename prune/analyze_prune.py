@@ -17,8 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hepprune.core import config as config_mod
-from hepprune.core.cli import ArgumentParser, run
+from hepprune.core import lifecycle
+from hepprune.core.cli import ArgumentParser, parse_models, parse_samples, run
 from hepprune.core.errors import ConfigError
+from hepprune.core.runs import ANALYSIS, config_text, finished_models, resolve_config
+from hepprune.core.task import task_of
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
 
-    from hepprune.prune import analysis, pruning
-    from hepprune.ptq import run_models, synthesis
+    from hepprune.prune import analysis  # deferred: hls4ml and TensorFlow load after the config is checked
+    from hepprune.ptq import synthesis
 
-    names = run_models.parse_models(args.models)
+    names = parse_models(args.models)
 
     synth_tool = None
     if args.synth:  # refused before any model is loaded
@@ -47,14 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         synth_tool = synthesis.require_hls_tool()
 
     run_dir = Path(args.run_dir)
-    samples = run_models.parse_samples(args.samples, cfg.analysis.samples)
-    run_models.finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
-    cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    out = run_dir / analysis.STAGE
-    if cfg.task == "classification":
-        return _classification(cfg, run_dir, samples, names, synth_tool, out)
-    summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
-    analysis.write_outputs(summary, out)
+    samples = parse_samples(args.samples, cfg.analysis.samples)
+    finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
+    cfg = resolve_config(cfg, "analysis", run_dir=run_dir, data=args.data)
+    out = run_dir / ANALYSIS
+    with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:
+        if task_of(cfg).name == "classification":
+            return _classification(cfg, run_dir, samples, names, synth_tool, stage)
+        summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
+        stage.begin()
+        stage.finish(analysis.write_outputs(summary, out))
     print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}"
           f"{'hls max |d|':>13}{'hls response':>14}")
     for m in summary["models"]:
@@ -68,11 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _classification(cfg, run_dir, samples, names, synth_tool, out) -> int:
-    from hepprune.prune import classification_analysis as ca
+def _classification(cfg, run_dir, samples, names, synth_tool, stage: lifecycle.Stage) -> int:
+    from hepprune.prune import classification_analysis as ca  # deferred: hls4ml and TensorFlow
 
+    out = stage.path
     summary = ca.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
-    ca.write_outputs(summary, out)
+    stage.begin()
+    stage.finish(ca.write_outputs(summary, out))
     print(f"\n{'model':<12}{'sparsity':>9}{'accuracy':>10}{'mean AUC':>10}{'multipliers':>13}{'gzip bytes':>12}"
           f"{'hls accuracy':>14}{'hls agree':>11}")
     for m in summary["models"]:

@@ -17,17 +17,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from hepprune.core import artifacts
+from hepprune.core.classification import classification_metrics, roc_curve
+from hepprune.core.config import Config
+from hepprune.core.runs import BASELINE, finished_models
+from hepprune.data.prepare import HeldOutEvents, prepare_data
 from hepprune.prune.analysis import (
     STAGE,
     export_and_simulate,
     load_and_describe,
     predict,
 )
-from hepprune.ptq import run_models, training
-
-from hepprune.core import artifacts
-from hepprune.core.classification import classification_metrics, roc_curve
-from hepprune.core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,13 @@ CSV_FIELDS = ("name", "sparsity", "accuracy", "auc_mean", "params", "nonzero_par
 
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
             synth_tool: str | None = None) -> dict:
-    models = run_models.finished_models(run_dir, names)
-    prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    try:
+    models = finished_models(run_dir, names)
+    with prepare_data(cfg, run_dir / BASELINE) as prepared:
         return _analyse(cfg, run_dir, prepared, models, samples, synth_tool)
-    finally:
-        prepared.reader.close()
 
 
 def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
-    chunks = run_models.HeldOutEvents(prepared, samples)  # read a chunk at a time, on every pass
+    chunks = HeldOutEvents(prepared, samples)  # read a chunk at a time, on every pass
     std, classes = prepared.standardization, prepared.class_names
     labels = np.concatenate([t for _, t, _ in chunks])
     log.info("comparing %d model(s) on %d held-out test events, %d classes", len(models), len(labels), len(classes))
@@ -71,7 +69,7 @@ def _analyse(cfg, run_dir, prepared, models, samples, synth_tool) -> dict:
         log.info("%s: accuracy %.4f, mean AUC %.4f, %d multipliers, hls accuracy %s (%.1f s)", name,
                  entry["accuracy"], entry["auc_mean"], entry["multipliers"],
                  f"{entry['hls_accuracy']:.4f}" if "hls_accuracy" in entry else "-", time.time() - t0)
-    base = next((e for e in entries if e["name"] == training.BASELINE), None)
+    base = next((e for e in entries if e["name"] == BASELINE), None)
     for e in entries:
         e["accuracy_shift"] = e["accuracy"] - base["accuracy"] if base else None
     return {"task": "classification", "samples": int(len(labels)), "class_names": list(classes), "models": entries}
@@ -119,8 +117,8 @@ def plot_roc(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(summary: dict, out: Path) -> None:
-    """summary.json, summary.csv, report.md and plots/roc.png, metrics.json last."""
+def write_outputs(summary: dict, out: Path) -> dict:
+    """summary.json, summary.csv, report.md and plots/roc.png; returns the stage's metrics (written last, by the caller)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     plot_roc(summary, out / "plots" / "roc.png")
@@ -131,5 +129,5 @@ def write_outputs(summary: dict, out: Path) -> None:
     writer.writerows(summary["models"])
     artifacts.write_text(out / "summary.csv", buf.getvalue())
     artifacts.write_text(out / "report.md", markdown(summary))
-    artifacts.write_metrics(out, {"stage": STAGE, "task": "classification", "samples": summary["samples"],
-                                  "models": [m["name"] for m in summary["models"]]})
+    return {"stage": STAGE, "task": summary["task"], "samples": summary["samples"],
+            "models": [m["name"] for m in summary["models"]]}

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from hepprune.prune.shared_step import check_stepped
 
 from hepprune.core.backend import keras, tf
 from hepprune.core.errors import ConfigError
+from hepprune.prune.shared_step import check_stepped
 
 log = logging.getLogger(__name__)
 

@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from hepprune.prune.schedule import Schedule, derive_schedule
-from hepprune.ptq import run_models, training
 
-from hepprune.core import artifacts, distribute
-from hepprune.core.classification import headline
+from hepprune.core import artifacts, distribute, fit, lifecycle
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
-from hepprune.core.models import load_model, make_loss, output_layers
+from hepprune.core.evaluation import evaluate
+from hepprune.core.models import load_model, output_layers
+from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, prune_stage
+from hepprune.core.task import task_of
+from hepprune.data.prepare import prepare_data
+from hepprune.prune.schedule import Schedule, derive_schedule
 
 log = logging.getLogger(__name__)
 
 PRUNABLE_TYPES = ("Dense", "Conv1D", "Conv2D")  # built-in layers whose kernel tfmot prunes
 NOT_PRUNED_QUIETLY = ("BatchNormalization", "LayerNormalization")  # weights, but nothing to prune by design
 WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
-
-
-def stage_name(target: float) -> str:
-    return f"prune_{target:.2f}"
 
 
 def parse_targets(text: str) -> list[float]:
@@ -48,13 +45,6 @@ def parse_targets(text: str) -> list[float]:
     if not targets or bad:
         raise ConfigError(f"--targets: every target sparsity must be in (0, 1), got '{text}'")
     return targets
-
-
-def resolve_config(cfg: Config, run_dir: Path, data: str | None = None) -> Config:
-    """The baseline's data, model and train sections (see ptq.run_models), with
-    ``prune.batch_size`` applied when set."""
-    cfg = run_models.resolve_run_config(cfg, run_dir, data)
-    return replace(cfg, data=replace(cfg.data, batch_size=cfg.prune.batch_size or cfg.data.batch_size))
 
 
 def is_custom_prunable(layer) -> bool:
@@ -137,9 +127,8 @@ def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg, *, share
     False keeps it in each wrapper, as tfmot does (needed under a distribution
     strategy). Either way, fit it with tfmot's ``UpdatePruningStep`` callback.
     """
-    from hepprune.prune import shared_step as shared
-
     from hepprune.core.backend import keras, tfmot
+    from hepprune.prune import shared_step as shared
 
     if cfg.granularity == "neuron":
         from hepprune.prune.neuron import NeuronPruned, check_supported
@@ -289,67 +278,65 @@ def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tupl
 
 def check_sweep(cfg: Config, run_dir: Path) -> None:
     """Refuse the whole sweep before any target trains if any target would be refused."""
-    baseline = run_dir / training.BASELINE
-    prepared = training.prepare_data(cfg, baseline)
-    model = load_model(baseline / training.MODEL_FILE, cfg.model)
-    for target in cfg.prune.targets:
-        plan_target(cfg, target, model, training.steps_per_epoch(prepared, cfg))
-    prepared.reader.close()
+    baseline = run_dir / BASELINE
+    with prepare_data(cfg, baseline) as prepared:
+        model = load_model(baseline / MODEL_FILE, cfg.model)
+        for target in cfg.prune.targets:
+            plan_target(cfg, target, model, prepared.steps_per_epoch(cfg))
 
 
 def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict | None:
     """Prune the baseline to one target sparsity in ``RUN/prune_<target>``;
     its metrics (None on a non-chief worker, which writes nothing)."""
-    from hepprune.core.backend import keras, tf, tfmot
-
-    stage = run_dir / stage_name(target)
     stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target]))
-    if not overwrite:
-        training.check_same_config(stage, stage_cfg)
-        if artifacts.is_complete(stage):
-            log.info("%s is already complete; nothing to do", stage)
-            return artifacts.read_json(stage / artifacts.METRICS_FILE)
-
-    baseline = run_dir / training.BASELINE
-    prepared = training.prepare_data(cfg, baseline)  # the baseline's standardisation
     worker = distribute.start(cfg)
+    with lifecycle.stage(run_dir / prune_stage(target), config_text(stage_cfg), overwrite=overwrite,
+                         chief=worker.is_chief) as stage:
+        done = stage.finished()
+        if done is not None:
+            return done
+        with prepare_data(cfg, run_dir / BASELINE) as prepared:  # the baseline's standardisation
+            return _prune(cfg, run_dir, target, stage, prepared, worker)
+
+
+def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, prepared, worker) -> dict | None:
+    from hepprune.core.backend import keras, tf, tfmot  # deferred: TensorFlow loads after the config is checked
+
+    task = task_of(cfg)
     if not worker.distributed:  # a strategy outlives Keras' session state, so keep it then
         keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
+    baseline = run_dir / BASELINE
 
     def load_base():
-        return load_model(baseline / training.MODEL_FILE, cfg.model)
+        return load_model(baseline / MODEL_FILE, cfg.model)
 
     with worker.scope():
         base_model = load_base()
-    layers, schedule = plan_target(cfg, target, base_model, training.steps_per_epoch(prepared, cfg))
+    layers, schedule = plan_target(cfg, target, base_model, prepared.steps_per_epoch(cfg))
     # Everything above can refuse; only now is anything written.
+    stage.begin()
     if worker.is_chief:
-        if overwrite and stage.exists():
-            shutil.rmtree(stage)
-        stage.mkdir(parents=True, exist_ok=True)
-        artifacts.write_text(stage / training.CONFIG_FILE, training.config_text(stage_cfg))
-        artifacts.write_json(stage / "schedule.json", {"layers": layers, **schedule.to_dict()})
-    log.info("%s: pruning %s to %.2f, %s schedule, mask updates at steps %d..%d every %d "
-             "(%d updates, %d steps per epoch)", stage.name, ", ".join(layers), target, schedule.kind,
+        artifacts.write_json(stage.path / "schedule.json", {"layers": layers, **schedule.to_dict()})
+    log.info("%s: pruning %s to %g, %s schedule, mask updates at steps %d..%d every %d "
+             "(%d updates, %d steps per epoch)", stage.path.name, ", ".join(layers), target, schedule.kind,
              schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
              schedule.steps_per_epoch)
 
     with worker.scope():
         model = wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=not worker.distributed)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate),
-                      loss=make_loss(cfg.train.loss, cfg.train.huber_delta, cfg.task))
+        model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate), loss=task.loss(cfg.train))
     t0 = time.time()
-    tb = stage / "tensorboard"
+    tb = stage.path / "tensorboard"
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]  # every worker: it advances the schedule
     if worker.is_chief:
         callbacks += [tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
                       _sparsity_logger(keras, tf, tb / "sparsity")]
-    state = training.fit_resumable(
-        model, prepared, cfg, stage, epochs=cfg.prune.epochs,
-        policy=training.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
-        callbacks=callbacks, worker=worker, resume=worker.is_chief or not overwrite)
+    state = fit.fit_resumable(
+        model, stage.path, prepared.fit_data(cfg, worker), epochs=cfg.prune.epochs,
+        policy=fit.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
+        callbacks=callbacks, worker=worker, resume=worker.is_chief or not stage.overwrite)
     if worker.distributed:  # the rest is the single-process code, on an ordinary copy
         weights = model.get_weights()
         base_model = load_base()
@@ -358,7 +345,6 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     if not worker.is_chief:
         worker.barrier()
         worker.close()
-        prepared.reader.close()
         return None
 
     masked, export = strip(model, base_model, layers, cfg.prune.granularity)
@@ -367,33 +353,33 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
     achieved = sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values())
     missed = {n: v["achieved"] for n, v in per_layer.items() if abs(v["achieved"] - target) > cfg.prune.tolerance}
     if missed:
-        raise RunError(f"{stage.name}: sparsity target {target:.2f} missed by more than {cfg.prune.tolerance:g} "
-                       f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage}/schedule.json")
+        raise RunError(f"{stage.path.name}: sparsity target {target:g} missed by more than {cfg.prune.tolerance:g} "
+                       f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage.path}/schedule.json")
 
-    if cfg.prune.granularity != "neuron":  # the neuron wrapper lives in the TF checkpoint only
-        with tfmot.sparsity.keras.prune_scope():
-            training.save_model_h5(model, stage / WRAPPED_MODEL_FILE)
-    training.save_model_h5(export, stage / training.MODEL_FILE)
-    test, reference = training.evaluate_test(export, prepared, cfg)
+    test, reference = evaluate(export, prepared.batches("test"), task, prepared.class_names)
     metrics = {
-        "stage": stage.name,
+        "stage": stage.path.name,
         "target_sparsity": target,
         "achieved_sparsity": achieved,
         "layers": per_layer,
         "granularity": cfg.prune.granularity,
         "schedule": schedule.to_dict(),
-        "val_loss": state["last_val_loss"],
-        "epochs_run": state["epochs_done"],
+        "val_loss": state.last_val_loss,
+        "epochs_run": state.epochs_done,
         "task": cfg.task,
         "test": test,
         **({"reference": reference} if reference else {}),
-        **training.size_metrics(export, stage / training.MODEL_FILE),
         "units": {n: int(export.get_layer(n).get_config().get("units", export.get_layer(n).get_config()
                                                              .get("filters", 0))) for n in layers},
         "train_seconds_this_process": round(time.time() - t0, 2),
     }
-    artifacts.write_metrics(stage, metrics)
-    prepared.reader.close()
+    stage.check_metrics(metrics)
+    if cfg.prune.granularity != "neuron":  # the neuron wrapper lives in the TF checkpoint only
+        with tfmot.sparsity.keras.prune_scope():
+            fit.save_model_h5(model, stage.path / WRAPPED_MODEL_FILE)
+    h5 = fit.save_model_h5(export, stage.path / MODEL_FILE)
+    metrics.update(fit.size_metrics(export, h5))
+    stage.finish(metrics)
     worker.barrier()
-    log.info("%s done: sparsity %.4f (target %.2f), test %s", stage.name, achieved, target, headline(test))
+    log.info("%s done: sparsity %.4f (target %g), test %s", stage.path.name, achieved, target, task.headline(test))
     return metrics

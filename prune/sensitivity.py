@@ -15,17 +15,20 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from hepprune.ptq import training
 
 from hepprune.core import artifacts
 from hepprune.core.config import Config
+from hepprune.core.distribute import Worker
 from hepprune.core.errors import ConfigError
-from hepprune.core.metrics import response_metrics
+from hepprune.core.evaluation import evaluate
+from hepprune.core.runs import BASELINE, MODEL_FILE, SENSITIVITY
+from hepprune.core.task import task_of
+from hepprune.data.prepare import prepare_data
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POINTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-STAGE = "sensitivity"
+STAGE = SENSITIVITY
 COLUMNS = ("granularity", "sparsity", "achieved_sparsity", "nonzero_params", "val_loss", "response_median",
            "resolution_q68")
 
@@ -57,17 +60,19 @@ def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float)
 
 
 def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
-    from hepprune.data import loader
+    from hepprune.core.models import load_model  # deferred: TensorFlow loads after the config is checked
     from hepprune.prune import pruning
-
-    from hepprune.core.models import load_model, make_loss
 
     if any(not 0 <= p < 1 for p in points):
         raise ConfigError(f"sensitivity points must be in [0, 1), got {list(points)}")
-    baseline = run_dir / training.BASELINE
-    prepared = training.prepare_data(cfg, baseline)
-    model = load_model(baseline / training.MODEL_FILE, cfg.model)
-    model.compile(loss=make_loss(cfg.train.loss, cfg.train.huber_delta))
+    baseline = run_dir / BASELINE
+    with prepare_data(cfg, baseline) as prepared:
+        return _scan(cfg, prepared, load_model(baseline / MODEL_FILE, cfg.model), points, pruning)
+
+
+def _scan(cfg: Config, prepared, model, points, pruning) -> list[dict]:
+    task = task_of(cfg)
+    model.compile(loss=task.loss(cfg.train))
     layers = pruning.select_layers(model, cfg.prune.include, cfg.prune.exclude)
     granularities = ["weight", "neuron"]
     try:
@@ -78,14 +83,13 @@ def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
         log.warning("neuron scan skipped: %s", exc)
         granularities = ["weight"]
     base_weights = model.get_weights()
-    val_ds = loader.as_tf_dataset(prepared.reader, prepared.splits["val"], cfg.data, prepared.standardization)
+    val_ds = prepared.fit_data(cfg, Worker())(0, 1).val
     rows = []
     for granularity in granularities:
         for k in points:
             pruned = _pruned_copy(base_weights, model, layers, granularity, k)
             counts = pruning.kernel_sparsity(pruned, layers)
-            pred, true, _ = training.predict(pruned, prepared, "val", cfg)
-            phys = response_metrics(pred, true)
+            phys, _ = evaluate(pruned, prepared.batches("val"), task, prepared.class_names)
             rows.append({
                 "granularity": granularity, "sparsity": k,
                 "achieved_sparsity": sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values()),
@@ -95,11 +99,11 @@ def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
             })
             log.info("%s %.0f%%: val_loss %.5g, resolution %.4f", granularity, 100 * k, rows[-1]["val_loss"],
                      rows[-1]["resolution_q68"])
-    prepared.reader.close()
     return rows
 
 
 def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> dict:
+    """sensitivity.csv, .json and .png; returns the stage's metrics (written last, by the caller)."""
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
@@ -108,10 +112,8 @@ def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> dict
     artifacts.write_text(out / "sensitivity.csv", buf.getvalue())
     artifacts.write_json(out / "sensitivity.json", {"rows": rows})
     _plot(rows, out / "sensitivity.png")
-    metrics = {"stage": STAGE, "points": len(rows), "baseline_val_loss": baseline_val_loss,
-               "granularities": sorted({r["granularity"] for r in rows})}
-    artifacts.write_metrics(out, metrics)
-    return metrics
+    return {"stage": STAGE, "points": len(rows), "baseline_val_loss": baseline_val_loss,
+            "granularities": sorted({r["granularity"] for r in rows})}
 
 
 def _plot(rows: list[dict], path: Path) -> None:

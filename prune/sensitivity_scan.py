@@ -17,10 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hepprune.core import artifacts
+from hepprune.core import artifacts, lifecycle
 from hepprune.core import config as config_mod
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.errors import ConfigError
+from hepprune.core.runs import BASELINE, SENSITIVITY, config_text, resolve_config
+from hepprune.core.task import task_of
+from hepprune.prune import sensitivity
 
 log = logging.getLogger("hepprune.sensitivity")
 
@@ -44,18 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
-    from hepprune.prune import pruning, sensitivity
-
     points = _points(args.points) if args.points else sensitivity.DEFAULT_POINTS
     run_dir = Path(args.run_dir)
-    cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    if cfg.task == "classification":
-        raise ConfigError("sensitivity_scan.py measures pred/true response and resolution; it does not support task=classification yet "
-                          "(prune/analyze_prune.py compares classifiers)")
-    rows = sensitivity.scan(cfg, run_dir, points)
-    baseline = artifacts.read_json(run_dir / "baseline" / artifacts.METRICS_FILE)
-    out = run_dir / sensitivity.STAGE
-    sensitivity.write_outputs(rows, out, baseline["val_loss"])
+    cfg = resolve_config(cfg, "sensitivity", run_dir=run_dir, data=args.data)
+    task_of(cfg).refuse_pred_true("sensitivity_scan.py")
+    out = run_dir / SENSITIVITY
+    with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:
+        rows = sensitivity.scan(cfg, run_dir, points)
+        baseline = artifacts.read_json(run_dir / BASELINE / artifacts.METRICS_FILE)
+        stage.begin()
+        stage.finish(sensitivity.write_outputs(rows, out, baseline["val_loss"]))
     print(f"\n{'granularity':<12}{'pruned %':>9}{'val_loss':>12}{'response':>10}{'resolution':>12}")
     for r in rows:
         print(f"{r['granularity']:<12}{100 * r['sparsity']:>9.0f}{r['val_loss']:>12.5g}"

@@ -18,7 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hepprune.core import config as config_mod
+from hepprune.core import distribute
 from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.runs import resolve_config
+from hepprune.core.task import task_of
+from hepprune.prune import pruning
 
 log = logging.getLogger("hepprune.prune")
 
@@ -35,23 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
 
-    from hepprune.prune import pruning
-
-    from hepprune.core.classification import headline
-
     if args.targets:
         targets = pruning.parse_targets(args.targets)
         cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
     run_dir = Path(args.run_dir)
-    cfg = pruning.resolve_config(cfg, run_dir, args.data)
-    from hepprune.core import distribute
-
+    cfg = resolve_config(cfg, "prune", run_dir=run_dir, data=args.data)
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
     for m in filter(None, rows):  # None: a non-chief worker of a multi-worker step
-        log.info("%s: target %.2f achieved %.4f, test %s, gzip %d bytes", m["stage"], m["target_sparsity"],
-                 m["achieved_sparsity"], headline(m["test"]), m["gzip_bytes"])
+        log.info("%s: target %g achieved %.4f, test %s, gzip %d bytes", m["stage"], m["target_sparsity"],
+                 m["achieved_sparsity"], task_of(cfg).headline(m["test"]), m["gzip_bytes"])
     return 0
 
 

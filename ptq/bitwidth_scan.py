@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hepprune.core import config as config_mod
-from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.cli import ArgumentParser, parse_models, parse_samples, run
 from hepprune.core.errors import ConfigError
+from hepprune.core.runs import finished_models, resolve_config
+from hepprune.core.task import task_of
 
 
 def _widths(text: str) -> list[int]:
@@ -45,17 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"ptq.widths=[{','.join(map(str, _widths(args.widths)))}]")
     cfg = config_mod.load(args.config, overrides)
 
-    from hepprune.ptq import quantization, run_models
+    from hepprune.ptq import quantization  # deferred: hls4ml and TensorFlow load after the config is checked
 
-    names = run_models.parse_models(args.models) or cfg.ptq.models or None
-
+    names = parse_models(args.models) or cfg.ptq.models or None
     run_dir = Path(args.run_dir)
-    samples = run_models.parse_samples(args.samples, cfg.analysis.samples)
-    run_models.finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
-    cfg = run_models.resolve_run_config(cfg, run_dir, args.data)
-    if cfg.task == "classification":
-        raise ConfigError("bitwidth_scan.py compares pred/true response and resolution; it does not support task=classification yet "
-                          "(prune/analyze_prune.py compares classifiers)")
+    samples = parse_samples(args.samples, cfg.analysis.samples)
+    finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
+    cfg = resolve_config(cfg, "scan", run_dir=run_dir, data=args.data)
+    task_of(cfg).refuse_pred_true("bitwidth_scan.py")
     results = quantization.scan_models(cfg, run_dir, samples=samples, names=names)
     print(f"\n{'model':<12}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in
                                                                              cfg.ptq.widths) + f"{'chosen W':>10}")

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from hepprune.ptq.ranges import layer_ranges_over
 
 from hepprune.core.config import HlsConfig
 from hepprune.core.errors import HepPruneError
@@ -30,6 +29,7 @@ from hepprune.core.fixedpoint import (
     sized,
     with_modes,
 )
+from hepprune.ptq.ranges import layer_ranges_over
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
 def firmware_model(model, std, x_chunks):
     """(model to export, the function turning raw inputs into its inputs,
     hls4ml layer precisions or None); ``x_chunks`` is re-iterable arrays of
-    raw inputs (a list, or ptq.run_models.HeldOutEvents.inputs()).
+    raw inputs (a list, or hepprune.data.prepare.HeldOutEvents.inputs()).
 
     The standardisation is folded into a first Dense layer, so the firmware
     takes raw detector inputs. Where it cannot fold (a CNN, a model whose input

@@ -11,19 +11,25 @@ model (a lucky narrow width below a failing one is not trusted).
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from hepprune.ptq import hls_bridge
-from hepprune.ptq.ranges import layer_ranges
 
+from hepprune.core import artifacts, lifecycle, targets
 from hepprune.core import metrics as phys
-from hepprune.core import targets
 from hepprune.core.config import Config
 from hepprune.core.fixedpoint import HEADROOM, fixed, int_bits
+from hepprune.core.models import load_model
+from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, config_text, finished_models
+from hepprune.data.prepare import prepare_data, test_events
+from hepprune.ptq import hls_bridge
+from hepprune.ptq.ranges import layer_ranges
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +107,7 @@ def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Conf
 
 # ------------------------------------------------------------ run directory
 
-STAGE = "ptq"
+STAGE = PTQ
 CSV_FIELDS = ("width", "response_median", "response_mean", "resolution_q68", "resolution_std", "max_abs_diff",
               "within_tolerance")
 
@@ -109,52 +115,41 @@ CSV_FIELDS = ("width", "response_median", "response_mean", "resolution_q68", "re
 def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None) -> dict:
     """Scan every selected model of the run; write RUN/ptq/<model>/ for each
     as soon as it is done, so a killed job keeps the finished models."""
-    import shutil
-    import tempfile
-
-    from hepprune.ptq import run_models, training
-
-    from hepprune.core import artifacts
-    from hepprune.core.models import load_model
-
-    models = run_models.finished_models(run_dir, names)
-    prepared = training.prepare_data(cfg, run_dir / training.BASELINE)
-    x_raw, true, ref = run_models.test_events(prepared, samples)
-    prepared.reader.close()
-    std = prepared.standardization
+    models = finished_models(run_dir, names)
+    with prepare_data(cfg, run_dir / BASELINE) as prepared:
+        x_raw, true, ref = test_events(prepared, samples)
+        std = prepared.standardization
     results = {}
-    for name, stage in models:
-        model = load_model(stage / training.MODEL_FILE, cfg.model)
-        # The standardisation folded into a first Dense layer (raw inputs), or standardised inputs.
-        exported, to_input, _ = hls_bridge.firmware_model(model, std, [x_raw])
-        x_in = to_input(x_raw)
-        out = run_dir / STAGE / name
-        out.mkdir(parents=True, exist_ok=True)
-        (out / artifacts.METRICS_FILE).unlink(missing_ok=True)  # unfinished until the new scan is written
-        log.info("%s: scanning widths %s on %d test events", name, cfg.ptq.widths, len(true))
-        with tempfile.TemporaryDirectory(prefix=".scan.", dir=out) as work:
-            result = scan(exported, x_in, true, ref, cfg, Path(work), cfg.ptq.widths)
-        result.update(model=name, samples=int(len(true)))
-        project = out / "hls4ml"
-        shutil.rmtree(project, ignore_errors=True)
-        if result["chosen_width"]:  # the project to synthesise: written, not compiled
-            hls = replace(cfg.hls, precision=result["default_precision"])
-            hls_bridge.convert(exported, project, hls, result["precisions"]).write()
-        write_scan(result, out)
-        results[name] = result
-        if result["chosen_width"] is None:
-            log.warning("%s: no width in %s is within tolerance %g of float; widen ptq.widths", name,
-                        cfg.ptq.widths, cfg.ptq.tolerance)
+    for name, model_dir in models:
+        with lifecycle.stage(run_dir / STAGE / name, config_text(cfg), overwrite=True) as stage:
+            results[name] = _scan_model(cfg, name, load_model(model_dir / MODEL_FILE, cfg.model), std, x_raw,
+                                        true, ref, stage)
     return results
 
 
-def write_scan(result: dict, out: Path) -> None:
-    """scan.json, scan.csv and scan.png, then metrics.json (the marker that it finished)."""
-    import csv
-    import io
+def _scan_model(cfg: Config, name: str, model, std, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray,
+                stage: lifecycle.Stage) -> dict:
+    # The standardisation folded into a first Dense layer (raw inputs), or standardised inputs.
+    exported, to_input, _ = hls_bridge.firmware_model(model, std, [x_raw])
+    x_in = to_input(x_raw)
+    out = stage.path
+    stage.begin()
+    log.info("%s: scanning widths %s on %d test events", name, cfg.ptq.widths, len(true))
+    with tempfile.TemporaryDirectory(prefix=".scan.", dir=out) as work:
+        result = scan(exported, x_in, true, ref, cfg, Path(work), cfg.ptq.widths)
+    result.update(model=name, samples=int(len(true)))
+    if result["chosen_width"]:  # the project to synthesise: written, not compiled
+        hls = replace(cfg.hls, precision=result["default_precision"])
+        hls_bridge.convert(exported, out / "hls4ml", hls, result["precisions"]).write()
+    stage.finish(write_scan(result, out))
+    if result["chosen_width"] is None:
+        log.warning("%s: no width in %s is within tolerance %g of float; widen ptq.widths", name,
+                    cfg.ptq.widths, cfg.ptq.tolerance)
+    return result
 
-    from hepprune.core import artifacts
 
+def write_scan(result: dict, out: Path) -> dict:
+    """scan.json, scan.csv and scan.png; returns the stage's metrics (written last, by the caller)."""
     artifacts.write_json(out / "scan.json", result)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
@@ -162,18 +157,16 @@ def write_scan(result: dict, out: Path) -> None:
     writer.writerows({k: r[k] for k in CSV_FIELDS} for r in result["widths"])
     artifacts.write_text(out / "scan.csv", buf.getvalue())
     plot(result, out / "scan.png")
-    artifacts.write_metrics(out, {"stage": STAGE, "model": result["model"], "chosen_width": result["chosen_width"],
-                                  "precision": result["default_precision"], "tolerance": result["tolerance"],
-                                  "float": result["float"], "samples": result["samples"]})
+    return {"stage": STAGE, "model": result["model"], "chosen_width": result["chosen_width"],
+            "precision": result["default_precision"], "tolerance": result["tolerance"],
+            "float": result["float"], "samples": result["samples"]}
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # deferred: plotting loads only where a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from hepprune.core import artifacts
 
     rows = [r for r in result["widths"] if r["response_median"] is not None]  # not the aborted ones
     ref, tol = result["float"], result["tolerance"]

@@ -16,7 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from hepprune.core import config as config_mod
+from hepprune.core import distribute
 from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.runs import resolve_config
+from hepprune.core.task import task_of
+from hepprune.ptq.training import train_baseline
 
 log = logging.getLogger("hepprune.train")
 
@@ -36,19 +40,13 @@ def parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Config and paths are validated before TensorFlow is imported.
-    from hepprune.ptq.training import resolve_config, train_baseline
-
-    cfg = resolve_config(config_mod.load(args.config, args.overrides), data=args.data, epochs=args.epochs)
-    from hepprune.core import distribute
-
+    cfg = resolve_config(config_mod.load(args.config, args.overrides), "pretrain", data=args.data, epochs=args.epochs)
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
     metrics = train_baseline(cfg, args.run_dir, overwrite=args.overwrite)
     if metrics is None:  # a non-chief worker of a multi-worker step
         return 0
-    from hepprune.core.classification import headline
-
     log.info("wrote %s/baseline (val_loss %.5g, test %s)", args.run_dir, metrics["val_loss"],
-             headline(metrics["test"]))
+             task_of(cfg).headline(metrics["test"]))
     return 0
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hepprune.core.config import Config, SlurmStage
+from hepprune.core.runs import format_target
 
 STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "tensorboard")
 
@@ -86,7 +87,7 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
     """stage -> sbatch script text, for every stage the config submits
     (synth only with ``slurm.synth``)."""
     s = cfg.slurm
-    targets = [f"{t:.2f}" for t in cfg.prune.targets]
+    targets = [format_target(t) for t in cfg.prune.targets]
     bodies = {
         "pretrain": (s.pretrain, 0, [_stage_command("ptq/trainModel.py", paths)]),
         "prune": (s.prune, len(targets), [f"TARGETS=({' '.join(targets)})",

@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
 from hepprune.core import artifacts
 from hepprune.core import config as config_mod
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
+from hepprune.core.runs import resolve_config
+from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
 log = logging.getLogger("hepprune.submit")
 
@@ -122,9 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(c.isspace() for c in str(path)):  # #SBATCH --output cannot carry it safely
             raise ConfigError(f"{what} {path} contains whitespace; SLURM job scripts need a path without it")
     if not args.tensorboard:
-        from hepprune.ptq.training import resolve_config
-
-        cfg = resolve_config(cfg, data=args.data)  # an absolute data path: jobs run from the checkout
+        cfg = resolve_config(cfg, "submit", data=args.data)  # an absolute data path: jobs run from the checkout
         check_run_dir(cfg, run_dir)
     paths = Paths(project=PROJECT, run_dir=run_dir, config=run_dir / "slurm" / "config.yaml")
     scripts = {"tensorboard": render_tensorboard(cfg, paths)} if args.tensorboard else render(cfg, paths)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from hepprune.data.schema import write_shard
 
 ROOT = Path(__file__).resolve().parents[1]

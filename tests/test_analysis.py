@@ -84,9 +84,9 @@ def test_run_with_no_models(tmp_path, run_cli):
 
 def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
     import numpy as np
-    from hepprune.ptq.hls_bridge import fold_standardization
 
     from hepprune.core.backend import keras
+    from hepprune.ptq.hls_bridge import fold_standardization
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5,), name="inputs"), keras.layers.Dense(8, name="fc1"),
@@ -104,11 +104,10 @@ def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
 
 
 def test_a_layer_hls4ml_cannot_convert_is_named(tmp_path):
-    from hepprune.ptq.hls_bridge import convert
-
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
     from hepprune.core.errors import HepPruneError
+    from hepprune.ptq.hls_bridge import convert
 
     model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Lambda(lambda t: 2 * t, name="doubler"),
@@ -130,6 +129,7 @@ def test_synth_without_a_vendor_tool_is_refused_up_front(run, run_cli):
 
 def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     from conftest import ROOT
+
     from hepprune.prune import report
     from hepprune.ptq.synthesis import parse_report
 
@@ -161,24 +161,21 @@ def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_c
 def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(run, monkeypatch):
     """--samples all must not hold the split's inputs: the events come in chunks, and
     the result (physics, firmware precisions, C simulation) does not depend on the chunking."""
-    from hepprune.prune import analysis, pruning
-    from hepprune.ptq import run_models, training
-
     from hepprune.core import config as config_mod
+    from hepprune.core.runs import resolve_config
+    from hepprune.data import prepare
+    from hepprune.prune import analysis
 
-    cfg = pruning.resolve_config(config_mod.load(run.parent / "config.yaml"), run)
-    prepared = training.prepare_data(cfg, run / "baseline")
-    try:
-        chunks = [c for c in run_models.HeldOutEvents(prepared, None, chunk_events=64)]
+    cfg = resolve_config(config_mod.load(run.parent / "config.yaml"), "analysis", run_dir=run)
+    with prepare.prepare_data(cfg, run / "baseline") as prepared:
+        chunks = [c for c in prepare.HeldOutEvents(prepared, None, chunk_events=64)]
         assert [len(t) for _, t, _ in chunks] == [64, 64, 64, 64, 44]  # the 300 test events
-        whole = run_models.test_events(prepared, None)
-        for a, b in zip(whole, (np.concatenate(p) for p in zip(*chunks))):
+        whole = prepare.test_events(prepared, None)
+        for a, b in zip(whole, (np.concatenate(p) for p in zip(*chunks)), strict=True):
             np.testing.assert_array_equal(a, b)
-    finally:
-        prepared.reader.close()
 
     def summary(chunk_events):
-        monkeypatch.setattr(run_models, "CHUNK_EVENTS", chunk_events)
+        monkeypatch.setattr(prepare, "CHUNK_EVENTS", chunk_events)
         out = analysis.analyse(cfg, run, samples=None, names=["prune_0.50"])["models"][0]
         return {k: out[k] for k in ("response_median", "resolution_q68", "hls_max_abs_diff", "hls_precisions",
                                     "hls_response_median", "multipliers")}

@@ -100,9 +100,8 @@ def test_bad_input(run, run_cli, args, fragment):
 
 
 def test_layer_ranges_are_the_largest_magnitudes_seen():
-    from hepprune.ptq.quantization import layer_ranges
-
     from hepprune.core.backend import keras
+    from hepprune.ptq.quantization import layer_ranges
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,), name="inputs"), keras.layers.Dense(2, name="fc1"),

@@ -15,12 +15,12 @@ import h5py
 import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error
+
+from hepprune.core.errors import ConfigError
 from hepprune.data import calorimeter as cal
 from hepprune.data import make_dataset
 from hepprune.data.calorimeter import CalorimeterParams, generate_events
 from hepprune.data.schema import open_dataset
-
-from hepprune.core.errors import ConfigError
 
 # No pileup, no electronics: the tower sum is then shower physics only.
 QUIET = dict(pileup_mu=0.0, ecal_noise=0.0, hcal_noise=0.0, ecal_zs_threshold=0.0,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import uproot
 from conftest import NANOAOD_SAMPLE
-from hepprune.data.convert_nanoaod import BRANCHES, FEATURE_NAMES, convert
-from hepprune.data.schema import open_dataset
 
 from hepprune.core.errors import DataError
+from hepprune.data.convert_nanoaod import BRANCHES, FEATURE_NAMES, convert
+from hepprune.data.schema import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = NANOAOD_SAMPLE

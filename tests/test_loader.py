@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, make_shard
-from hepprune.data import loader
-from hepprune.data.schema import open_dataset
 
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
+from hepprune.data import loader
+from hepprune.data.schema import open_dataset
 
 
 @pytest.fixture

@@ -71,10 +71,9 @@ def test_multiplier_count_for_a_layer_with_known_zeros():
 
 
 def test_firmware_cost_of_a_model():
-    from hepprune.ptq.firmware import firmware_cost
-
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
+    from hepprune.ptq.firmware import firmware_cost
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc1"),
                               keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
@@ -93,11 +92,10 @@ def test_firmware_cost_of_a_model():
 
 
 def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
-    from hepprune.ptq.firmware import firmware_cost
-
     from examples.user_model.models import ScaledDense
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
+    from hepprune.ptq.firmware import firmware_cost
 
     model = keras.Sequential([keras.Input((8, 2)), keras.layers.Conv1D(3, 3, name="conv1"),
                               keras.layers.Flatten(), ScaledDense(5, name="scaled"), keras.layers.Dense(1, name="output")])

@@ -368,9 +368,8 @@ def test_neuron_pruning_exports_a_smaller_model_with_the_masked_predictions(run,
 def test_neuron_shrink_folds_constant_outputs_exactly():
     """BatchNormalization and sigmoid make a removed unit emit a constant; the
     smaller model must still predict what the masked one does."""
-    from hepprune.prune.neuron import apply_masks, keep_mask, shrink_model
-
     from hepprune.core.backend import keras
+    from hepprune.prune.neuron import apply_masks, keep_mask, shrink_model
 
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, name="fc1"),
@@ -452,11 +451,10 @@ def test_include_pattern_and_exclude_choose_the_pruned_layers(run, run_cli):
 def _train_wrapped(granularity: str, shared_step: bool, tmp_path=None):
     """A tiny Sequential MLP pruned to 0.5 in-process: (all weights after
     training, the wrapped model). Same seed, data and batch order each call."""
-    from hepprune.prune.pruning import wrap_for_pruning
-    from hepprune.prune.schedule import derive_schedule
-
     from hepprune.core.backend import keras, tf, tfmot
     from hepprune.core.config import PruneConfig
+    from hepprune.prune.pruning import wrap_for_pruning
+    from hepprune.prune.schedule import derive_schedule
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(3)
@@ -503,11 +501,11 @@ def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, t
     if granularity == "neuron":
         return
     # Saved with the wrappers, it loads under prune_scope() as tfmot's own wrapper.
-    from hepprune.prune.pruning import WRAPPED_MODEL_FILE
-    from hepprune.ptq.training import save_model_h5
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
     from hepprune.core.backend import keras, tfmot
+    from hepprune.core.fit import save_model_h5
+    from hepprune.prune.pruning import WRAPPED_MODEL_FILE
 
     with tfmot.sparsity.keras.prune_scope():
         save_model_h5(model, tmp_path / WRAPPED_MODEL_FILE)

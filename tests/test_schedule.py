@@ -1,10 +1,10 @@
 """Schedule derivation: every accepted schedule reaches its target, every other is refused."""
 
 import pytest
-from hepprune.prune.schedule import derive_schedule
 
 from hepprune.core.config import PruneConfig
 from hepprune.core.errors import ConfigError
+from hepprune.prune.schedule import derive_schedule
 
 
 @pytest.mark.parametrize("steps_per_epoch", [1, 7, 32, 313, 5000])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_one_line_error
-from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
 from hepprune.core import config
+from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
 GOLDEN = ROOT / "tests" / "golden"
 GOLDEN_CONFIG = {

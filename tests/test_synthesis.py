@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from hepprune.core.errors import RunError
 from hepprune.ptq.synthesis import (
     find_hls_tool,
     parse_report,
@@ -18,8 +20,6 @@ from hepprune.ptq.synthesis import (
     require_hls_tool,
     run_synthesis,
 )
-
-from hepprune.core.errors import RunError
 
 SYNTH = Path(__file__).resolve().parent / "data" / "synth"
 VITIS_TOP = "grp_dense_latency_ap_fixed_16_6_5_3_0_ap_fixed_16_6_5_3_0_config{}_s_fu_{}"
@@ -184,11 +184,7 @@ def test_real_synthesis_of_a_tiny_dense_model(tmp_path):
 
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
-
-    try:
-        from hepprune.ptq.hls_bridge import convert
-    except ImportError:
-        from hepprune.prune.hls_bridge import convert
+    from hepprune.ptq.hls_bridge import convert
 
     model = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(4, activation="relu"),
                               keras.layers.Dense(1)])

@@ -9,7 +9,9 @@ complete exactly when its ``metrics.json`` exists: it is always written last.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hepprune.core.errors import RunError
+
+TMP_SUFFIX = ".tmp"
 
 METRICS_FILE = "metrics.json"
 
@@ -29,7 +33,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        _raise_if_full(exc, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -40,8 +48,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        _raise_if_full(exc, path)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+class DiskFull(RunError):
+    """No space left on the device a stage writes to."""
+
+
+def _raise_if_full(exc: OSError, path: Path) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(f"no space left on device writing {path}") from None
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary files (``.NAME.XXXX.tmp``) a killed write
+    left in ``directory`` and below; they are never part of a result."""
+    stale = [p for p in Path(directory).rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -49,7 +83,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def non_finite(obj: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in ``obj``, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value"
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    bad = non_finite(obj)
+    if bad:
+        raise RunError(f"{bad} is not a finite number; {path} is not written (JSON has no NaN or Inf)")
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 

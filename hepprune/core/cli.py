@@ -10,13 +10,15 @@ mistake they can fix.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from hepprune.core.errors import HepPruneError
+from hepprune.core.errors import ConfigError, HepPruneError
 
 EXIT_BAD_INPUT = 2
 
@@ -32,6 +34,24 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+_NO_SPACE = ("No space left on device", "errno = 28", "Disk quota exceeded")
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The one line for an error that is a full disk, whoever raised it
+    (Python, h5py, TensorFlow's C++ writers), or None."""
+    text = str(exc)
+    if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and not any(s in text for s in _NO_SPACE):
+        return None
+    path = getattr(exc, "filename", None)
+    if not path:  # TensorFlow: "<path>; No space left on device [Op:SaveV2]"
+        m = re.search(r"(/[^;\s]+)(?:;|\s)[^/]*No space left", text)
+        path = m.group(1) if m else None
+    if path and ("_temp" in path or path.endswith(".tmp")):
+        path = str(Path(path).parent).removesuffix("_temp")  # TensorFlow's and our temporary names
+    return f"no space left on device writing {path or 'the run directory'}"
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and map user errors to a one-line message and exit code 2."""
     setup_logging(verbose=bool(os.environ.get("HEPPRUNE_DEBUG")))
@@ -40,27 +60,31 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except HepPruneError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_BAD_INPUT
-    except OSError as exc:
-        # An output path that is a file, a directory without write permission, a full disk:
-        # the user's to fix, so one line. HEPPRUNE_DEBUG=1 shows where it happened.
-        if os.environ.get("HEPPRUNE_DEBUG"):
-            raise
-        where = f": {exc.filename}" if exc.filename else ""
-        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
-        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
     except MemoryError:
         sys.stderr.write("error: out of memory; use a smaller model, batch size or --samples\n")
         return EXIT_BAD_INPUT
     except Exception as exc:
+        if os.environ.get("HEPPRUNE_DEBUG"):
+            raise
+        full = _disk_full(exc)
+        if full:
+            sys.stderr.write(f"error: {full}\n")
+            return EXIT_BAD_INPUT
+        if isinstance(exc, OSError):
+            # An output path that is a file, a directory without write permission:
+            # the user's to fix, so one line. HEPPRUNE_DEBUG=1 shows where it happened.
+            where = f": {exc.filename}" if exc.filename else ""
+            sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
+            return EXIT_BAD_INPUT
         # TensorFlow's allocation failure, named without importing TensorFlow here.
-        if type(exc).__name__ != "ResourceExhaustedError" or os.environ.get("HEPPRUNE_DEBUG"):
+        if type(exc).__name__ != "ResourceExhaustedError":
             raise
         first = re.sub(r"\{\{.*?\}\}\s*", "", str(exc)).strip().split("\n")[0]
         sys.stderr.write(f"error: TensorFlow ran out of memory ({first[:200]}); use a smaller model or batch size\n")
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,3 +92,28 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D102 - argparse API
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")
+
+
+def parse_models(text: str | None) -> list[str] | None:
+    """``--models a,b``: the names, or None when the option is absent."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--models expects comma-separated model names like baseline,prune_0.50, got '{text}'")
+    return names
+
+
+def parse_samples(text: str | None, default: int) -> int | None:
+    """``--samples N|all``: a positive count, or None for the whole test split."""
+    if text is None:
+        return default
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--samples must be a positive integer or 'all', got '{text}'")
+    return n

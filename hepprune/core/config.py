@@ -145,6 +145,15 @@ class PruneConfig:
             if self.schedule == "polynomial" and t <= self.initial_sparsity:
                 raise ConfigError(f"prune.targets: target {t:g} is not above prune.initial_sparsity "
                                   f"{self.initial_sparsity:g}")
+        # Two targets closer than the sparsity guarantee give models that cannot be told apart (and
+        # once shared a directory name): refused before anything trains.
+        ordered = sorted(self.targets)
+        for a, b in zip(ordered, ordered[1:]):
+            if b - a <= self.tolerance:
+                what = "is listed twice" if math.isclose(a, b) else \
+                    f"and {b:g} are within prune.tolerance={self.tolerance:g} of each other"
+                raise ConfigError(f"prune.targets: {a:g} {what}; their pruned models could not be told apart, "
+                                  "so list distinct targets further apart")
         if self.warmup_epochs + self.pruning_epochs > self.epochs:
             raise ConfigError(f"prune.warmup_epochs + prune.pruning_epochs = "
                               f"{self.warmup_epochs + self.pruning_epochs} exceeds prune.epochs = {self.epochs}")

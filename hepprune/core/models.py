@@ -26,6 +26,7 @@ from pathlib import Path
 from hepprune.core.backend import keras
 from hepprune.core.config import Config, ModelConfig
 from hepprune.core.errors import ConfigError
+from hepprune.core.task import Task, task_of
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ WEIGHTLESS_TYPES = ("Activation", "Softmax", "Flatten", "Reshape", "Dropout", "R
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int = 1,
-                task: str = "regression") -> "keras.Model":
-    """The built-in network: one linear output for regression, ``n_outputs``
-    softmax outputs for classification."""
+                output_activation: str | None = None) -> "keras.Model":
+    """The built-in network: ``n_outputs`` outputs, linear or through
+    ``output_activation`` (the task's: softmax for classification)."""
     layers = keras.layers
     model = keras.Sequential(name=f"baseline_{cfg.type}")
     model.add(keras.Input(shape=input_shape, name="inputs"))
@@ -55,19 +56,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int =
             model.add(layers.BatchNormalization(name=f"fc{i}_bn"))
         model.add(layers.Activation(cfg.activation, name=f"fc{i}_act"))
     model.add(layers.Dense(n_outputs, name=OUTPUT_LAYER))
-    if task == "classification":
-        model.add(layers.Activation("softmax", name="softmax"))
+    if output_activation:
+        model.add(layers.Activation(output_activation, name=output_activation))
     return model
-
-
-def make_loss(name: str, huber_delta: float, task: str = "regression"):
-    if task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy()
-    if name == "huber":
-        return keras.losses.Huber(delta=huber_delta)
-    if name == "mae":
-        return keras.losses.MeanAbsoluteError()
-    return keras.losses.MeanSquaredError()
 
 
 def _import(spec: str, key: str):
@@ -109,7 +100,7 @@ def is_tf_keras_model(obj) -> bool:
     return isinstance(obj, keras.Model)
 
 
-def check_model(model, input_shape: tuple[int, ...], task: str, n_classes: int | None, where: str) -> None:
+def check_model(model, input_shape: tuple[int, ...], task: Task, n_classes: int, where: str) -> None:
     """Refuse, in one line, a model the workflow cannot train, prune or
     export: not tf_keras, subclassed, several inputs or outputs, the wrong
     input shape, or an output that does not fit the task."""
@@ -128,27 +119,23 @@ def check_model(model, input_shape: tuple[int, ...], task: str, n_classes: int |
     if got != tuple(input_shape):
         raise ConfigError(f"{where} takes inputs of shape {got} but the dataset gives {tuple(input_shape)}"
                           f"{' (model.type picks the flat or image view)' if len(got) != len(input_shape) else ''}")
-    units = model.outputs[0].shape[-1]
-    if task == "classification" and units != n_classes:
-        raise ConfigError(f"{where} has {units} output(s) but the dataset has {n_classes} classes; a "
-                          "classification model needs one softmax output per class")
-    if task == "regression" and units != 1:
-        raise ConfigError(f"{where} has {units} outputs; a regression model needs one")
+    task.check_outputs(model.outputs[0].shape[-1], n_classes, where)
 
 
-def new_model(cfg: Config, input_shape: tuple[int, ...], n_outputs: int):
+def new_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int):
     """An uncompiled model to pretrain: the user's builder or the built-in network."""
     custom_objects(cfg.model)  # fail on a bad entry before training, not when a later stage loads the model
+    task = task_of(cfg)
+    n_outputs = task.outputs(n_classes)
     if not cfg.model.builder:
-        return build_model(cfg.model, input_shape, n_outputs, cfg.task)
+        return build_model(cfg.model, input_shape, n_outputs, task.output_activation())
     function = _import(cfg.model.builder, "model.builder")
     try:
         model = function(tuple(input_shape), n_outputs)
     except Exception as exc:
         raise ConfigError(f"model.builder {cfg.model.builder}({tuple(input_shape)}, {n_outputs}) raised "
                           f"{exc.__class__.__name__}: {exc}") from None
-    check_model(model, input_shape, cfg.task, n_outputs if cfg.task == "classification" else None,
-                f"model.builder {cfg.model.builder}")
+    check_model(model, input_shape, task, n_classes, f"model.builder {cfg.model.builder}")
     return model
 
 

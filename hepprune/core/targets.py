@@ -7,7 +7,7 @@
 ``none``   t = true / scale.
 
 For ``task: classification`` the target is the class index and passes
-through unchanged (the loss is sparse categorical cross-entropy).
+through unchanged (hepprune.core.task.Classification).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import numpy as np
 from hepprune.core.config import DataConfig
 
 
-def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig, task: str = "regression") -> np.ndarray:
-    if task == "classification":
-        return true.astype(np.float32)
+def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
     if cfg.target_transform == "ratio":
         return (true / np.maximum(reference, cfg.reference_floor)).astype(np.float32)
     if cfg.target_transform == "log":

@@ -112,7 +112,7 @@ def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     run already computed it)."""
     info = open_dataset(cfg.data.path)
     task = task_of(cfg)
-    task.check_dataset(info)
+    task.check_dataset(info.class_names, info.shards[0].path)
     view = "image" if cfg.model.type == "cnn" else "flat"
     reader = loader.Reader(info, view)
     try:

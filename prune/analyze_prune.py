@@ -54,40 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = resolve_config(cfg, "analysis", run_dir=run_dir, data=args.data)
     out = run_dir / ANALYSIS
+    task = task_of(cfg)
     with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:
-        if task_of(cfg).name == "classification":
-            return _classification(cfg, run_dir, samples, names, synth_tool, stage)
-        summary = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
+        result = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
         stage.begin()
-        stage.finish(analysis.write_outputs(summary, out))
-    print(f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}{'gzip bytes':>12}"
-          f"{'hls max |d|':>13}{'hls response':>14}")
-    for m in summary["models"]:
-        hls = (f"{m['hls_max_abs_diff']:>13.4g}{m['hls_response_median']:>14.4f}" if "hls_max_abs_diff" in m
-               else f"{'-':>13}{'-':>14}")
-        print(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['response_median']:>10.4f}{m['resolution_q68']:>12.4f}"
-              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
-    ref = summary["reference"]
-    print(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
-    print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
-    return 0
-
-
-def _classification(cfg, run_dir, samples, names, synth_tool, stage: lifecycle.Stage) -> int:
-    from hepprune.prune import classification_analysis as ca  # deferred: hls4ml and TensorFlow
-
-    out = stage.path
-    summary = ca.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
-    stage.begin()
-    stage.finish(ca.write_outputs(summary, out))
-    print(f"\n{'model':<12}{'sparsity':>9}{'accuracy':>10}{'mean AUC':>10}{'multipliers':>13}{'gzip bytes':>12}"
-          f"{'hls accuracy':>14}{'hls agree':>11}")
-    for m in summary["models"]:
-        hls = (f"{m['hls_accuracy']:>14.4f}{m['hls_agreement']:>11.4f}" if "hls_accuracy" in m
-               else f"{'-':>14}{'-':>11}")
-        print(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['accuracy']:>10.4f}{m['auc_mean']:>10.4f}"
-              f"{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
-    print(f"\n{summary['samples']} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/roc.png)")
+        stage.finish(analysis.write_outputs(task, result, out))
+    print(task.table(task.summary(result)))
+    print(f"\n{result.samples} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
     return 0
 
 

@@ -21,14 +21,7 @@ import numpy as np
 
 from hepprune.core.config import HlsConfig
 from hepprune.core.errors import HepPruneError
-from hepprune.core.fixedpoint import (
-    HEADROOM,
-    accumulator_precision,
-    int_bits,
-    parse_fixed,
-    sized,
-    with_modes,
-)
+from hepprune.core.fixedpoint import HEADROOM, accumulator_precision, int_bits, parse_fixed, sized, widened, with_modes
 from hepprune.ptq.ranges import layer_ranges_over
 
 log = logging.getLogger(__name__)
@@ -202,12 +195,12 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
     out = {k: {"Precision": dict(v.get("Precision", {}))} for k, v in (precisions or {}).items()}
     ranges = layer_ranges_over(model, x_chunks)
     needs = {name: int_bits(HEADROOM * r["result"]) for name, r in ranges.items() if name != model.input_names[0]}
-    widened = False
+    any_widened = False
     for name, need in needs.items():
         if need > integer:
             out.setdefault(name, {"Precision": {}})["Precision"].setdefault("result", widened(default, need))
-            widened = True
-    if widened:  # large inputs to a layer whose output is small still overflow its partial sums
+            any_widened = True
+    if any_widened:  # large inputs to a layer whose output is small still overflow its partial sums
         for name, r in ranges.items():
             if "weight" in r:
                 out.setdefault(name, {"Precision": {}})["Precision"].setdefault("accum", "auto")

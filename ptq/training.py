@@ -78,7 +78,7 @@ def _train(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
         "best_epoch": state.best_epoch,
         "epochs_run": state.epochs_done,
         "stopped_early": state.stopped_early,
-        **task.stage_metrics(cfg, test, reference),
+        **task.stage_metrics(test, reference),
         "events": prepared.events(),
         "train_seconds_this_process": round(time.time() - t0, 2),
     }
@@ -115,7 +115,7 @@ def _adopt(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
     val_loss = float(model.evaluate(val_ds, verbose=0))
     test, reference = evaluate(model, prepared.batches("test"), task, prepared.class_names)
     metrics = {"stage": BASELINE, "from_file": str(path.resolve()), "val_loss": val_loss, "epochs_run": 0,
-               **task.stage_metrics(cfg, test, reference), "events": prepared.events()}
+               **task.stage_metrics(test, reference), "events": prepared.events()}
     stage.begin()
     artifacts.write_json(stage.path / STANDARDIZATION_FILE, prepared.standardization.to_dict())
     _finish(stage, model, metrics, [])

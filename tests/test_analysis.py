@@ -130,14 +130,15 @@ def test_synth_without_a_vendor_tool_is_refused_up_front(run, run_cli):
 def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     from conftest import ROOT
 
-    from hepprune.prune import report
+    from hepprune.core import config
+    from hepprune.core.task import task_of
     from hepprune.ptq.synthesis import parse_report
 
     _analyse(run_cli, run, "--no-hls")
     summary = json.loads((run / "analysis/summary.json").read_text())
     canned = parse_report(ROOT / "tests/data/synth/vitis")
     summary["models"][1]["synthesis"] = canned
-    md = report.markdown(summary)
+    md = task_of(config.load(None)).markdown(summary)
     assert "## C synthesis (vendor report)" in md
     assert "| prune_0.50 | vitis_hls 2023.2 | xcvu13p-flga2577-2-e | 38 | 5873 | 2145 | 0 | 4-4 | 1-1 | 3.412 |" in md
     assert "| baseline | vitis_hls" not in md  # only models that were synthesised

@@ -84,3 +84,23 @@ def test_precision_modes_are_accepted_and_carried_to_sized_types():
     assert with_modes("auto", rnd) == "auto" and with_modes("ap_fixed<18,8>", "ap_fixed<16,6>") == "ap_fixed<18,8>"
     assert accumulator_precision(rnd) == "ap_fixed<16,6,AP_RND,AP_WRAP>"
     assert accumulator_precision("ap_fixed<16,6>") == "ap_fixed<16,6>"
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two `train:` sections and silently drops the first."""
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\ntrain:\n  epochs: 5\ndata: {batch_size: 64}\ntrain:\n  learning_rate: 0.01\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'train' on lines 2 and 5"):
+        config.load(path)
+    path.write_text("train: {epochs: 5, epochs: 6}\n")  # inside a section too
+    with pytest.raises(ConfigError, match=r"duplicate key 'epochs' on lines 1 and 1"):
+        config.load(path)
+
+
+def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {learning_rate: 1e-3, min_learning_rate: 2E-6}\nprune: {learning_rate: +5e-4}\n")
+    cfg = config.load(path, ["hls.clock_period=4e0", "train.huber_delta=1e-1"])
+    assert (cfg.train.learning_rate, cfg.train.min_learning_rate, cfg.prune.learning_rate) == (1e-3, 2e-6, 5e-4)
+    assert (cfg.hls.clock_period, cfg.train.huber_delta) == (4.0, 0.1)
+    assert config.parse_yaml("a: '1e-3'\nb: 1e3\nc: 10\n") == {"a": "1e-3", "b": 1000.0, "c": 10}

@@ -116,6 +116,17 @@ def test_builtin_classification_accuracy_auc_and_hls(tmp_path, run_cli):
     assert (run / "analysis/plots/roc.png").stat().st_size > 1000
     assert "accuracy" in (run / "analysis/report.md").read_text()
     assert "hls accuracy" in stdout and "response" not in stdout
+    # The firmware-agreement flag: the C simulation's accuracy against Keras's, on the same events.
+    for m in summary["models"]:
+        assert m["hls_accuracy_ok"] and abs(m["hls_accuracy_shift"]) <= 0.01, m["hls_accuracy_shift"]
+    assert "**check** |" not in (run / "analysis/report.md").read_text()
+    # Too few bits: the firmware's accuracy drops, and the analysis says so and where.
+    proc = run_cli("prune/analyze_prune.py", "--config", config, "--run-dir", run, "--models", "baseline",
+                   "--set", "hls.precision=ap_fixed<5,2>", check_ok=True)
+    (m,) = json.loads((run / "analysis/summary.json").read_text())["models"]
+    assert not m["hls_accuracy_ok"] and m["hls_accuracy_shift"] < -0.01, m["hls_accuracy_shift"]
+    assert "baseline: the firmware's accuracy is" in proc.stderr and "more than ptq.tolerance=0.01" in proc.stderr
+    assert "**check** |" in (run / "analysis/report.md").read_text()
 
 
 def test_builder_cnn_classification_on_images(tmp_path, run_cli):

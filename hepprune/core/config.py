@@ -1,6 +1,7 @@
 """The one experiment config model, validated at the door.
 
-Every command reads a YAML file (``yaml.safe_load`` only), applies
+Every command reads a YAML file (:class:`Loader`: PyYAML's safe loader,
+refusing duplicate keys and reading ``1e-3`` as a number), applies
 ``--set key=value`` overrides, and builds a :class:`Config` here. Unknown keys,
 wrong types and out-of-range values fail at once with a one-line
 :class:`~data.errors.ConfigError` that names the key and lists the valid ones,
@@ -304,6 +305,43 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# ---------------------------------------------------------------- reading YAML
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping names the same key twice; PyYAML would keep the last silently."""
+
+
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with two fixes for configs written by hand:
+
+    - a key given twice (two ``train:`` sections) is an error naming both
+      lines, where PyYAML silently drops the first;
+    - ``1e-3`` is a number, as in YAML 1.2 and Python; YAML 1.1 needs a dot
+      (``1.0e-3``) and reads ``1e-3`` as a string.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(f"duplicate key '{key}' on lines {seen[key]} and {line}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -385,7 +423,7 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got '{item}'")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
         parts = key.strip().split(".")
@@ -404,13 +442,15 @@ def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = parse_yaml(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        except DuplicateKey as exc:
+            raise ConfigError(f"config file {path}: {exc}; keep one") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" (line {mark.line + 1})" if mark else ""

@@ -1,0 +1,306 @@
+"""The regression task: a value per event, judged by pred/true.
+
+*Response* is the median of pred/true and *resolution* half its 15.9-84.1 %
+width (q68), on held-out events, beside the raw reference estimator the
+network has to beat; the analysis also bins them in the true value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hepprune.core import metrics as phys
+from hepprune.core import targets
+from hepprune.core.errors import ConfigError
+from hepprune.core.fixedpoint import rounding_advice
+from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, tolerance_warning
+
+REFERENCE = "reference"
+
+
+def _pm(m: dict, key: str, digits: int = 4) -> str:
+    err = m.get(f"{key}_err")
+    return f"{m[key]:.{digits}f}" + (f" ± {err:.{digits}f}" if err is not None else "")
+
+
+def _shift(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.1f} %" if pct else f"{v:+.4f}"
+
+
+class Regression(Task):
+    name = "regression"
+    CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
+                  "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
+                  "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
+                  "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
+                  "hls_response_shift", "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k",
+                  "synth_latency_max_cycles")
+
+    # ------------------------------------------------------------ the data
+    def bad_targets(self, true: np.ndarray, n_classes: int) -> tuple[np.ndarray, str] | None:
+        """The response pred/true, and the log transform, need a positive target."""
+        bad = ~(true > 0)
+        if bad.any():
+            return bad, "is not positive; the response pred/true divides by it"
+        return None
+
+    def encode(self, true: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return targets.encode(true, reference, self.cfg.data)
+
+    def decode(self, output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return targets.decode(output, reference, self.cfg.data)
+
+    # ------------------------------------------------------------ the model
+    def outputs(self, n_classes: int) -> int:
+        return 1
+
+    def loss(self, train: Any) -> Any:
+        from hepprune.core.backend import keras  # deferred: TensorFlow loads only where a model is built
+
+        if train.loss == "huber":
+            return keras.losses.Huber(delta=train.huber_delta)
+        if train.loss == "mae":
+            return keras.losses.MeanAbsoluteError()
+        return keras.losses.MeanSquaredError()
+
+    def check_outputs(self, units: int, n_classes: int, where: str) -> None:
+        if units != 1:
+            raise ConfigError(f"{where} has {units} outputs; a regression model needs one")
+
+    # ------------------------------------------------------------ the metrics
+    def metrics(self, pred: np.ndarray, true: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
+        return phys.response_metrics(pred, true)
+
+    def reference_metrics(self, ref: np.ndarray, true: np.ndarray) -> dict[str, Any] | None:
+        return phys.response_metrics(ref, true)
+
+    def headline(self, test: dict[str, Any]) -> str:
+        return f"response {test['response_median']:.4f}, resolution {test['resolution_q68']:.4f}"
+
+    def stage_metrics(self, test: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+        return {"task": self.name, "test": test, "reference": reference,
+                "target_transform": self.cfg.data.target_transform, "loss": self.cfg.train.loss}
+
+    # ------------------------------------------------------------ the analysis
+    def _with_errors(self, pred: np.ndarray, true: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
+        a, seed = self.cfg.analysis, self.cfg.seed
+        return {**phys.response_metrics_with_errors(pred, true, n_bootstrap=a.bootstrap, seed=seed),
+                "binned": phys.binned_metrics(pred, true, edges, n_bootstrap=a.bootstrap, seed=seed)}
+
+    def begin_analysis(self, true: np.ndarray, reference: np.ndarray, dataset: dict[str, Any]) -> Analysis:
+        a = self.cfg.analysis
+        edges = np.asarray(a.bins, np.float64) if a.bins else phys.quantile_bins(true, a.n_bins)
+        if not ((true >= edges[0]) & (true <= edges[-1])).any():
+            raise ConfigError(f"analysis.bins {a.bins} hold none of the {len(true)} test events (the true "
+                              f"{dataset['target_name']} spans {true.min():.4g} to {true.max():.4g} "
+                              f"{dataset['target_unit']})")
+        analysis = Analysis(int(len(true)), true, reference,
+                            info={"bins": edges.tolist(), "target_name": dataset["target_name"],
+                                  "target_unit": dataset["target_unit"]})
+        analysis.info[REFERENCE] = {"name": REFERENCE, **self._with_errors(reference, true, edges)}
+        analysis.outputs[REFERENCE] = (reference / true).astype(np.float32)
+        return analysis
+
+    def model_metrics(self, analysis: Analysis, name: str, outputs: np.ndarray) -> dict[str, Any]:
+        pred = self.decode(outputs, analysis.reference)
+        analysis.outputs[name] = (pred / analysis.true).astype(np.float32)  # for the plots
+        return self._with_errors(pred, analysis.true, np.asarray(analysis.info["bins"]))
+
+    def firmware_agreement(self, analysis: Analysis, name: str, y_hls: np.ndarray,
+                           y_keras: np.ndarray) -> dict[str, Any]:
+        """The firmware's response against the Keras model's on the same events."""
+        true, ref, tolerance = analysis.true, analysis.reference, self.cfg.ptq.tolerance
+        hls = phys.response_metrics(self.decode(y_hls.reshape(-1), ref), true)
+        keras_median = phys.response_metrics(self.decode(y_keras.reshape(-1), ref), true)["response_median"]
+        shift = hls["response_median"] / keras_median - 1 if keras_median else None  # None: a dead model
+        ok = shift is not None and abs(shift) <= tolerance
+        if not ok:
+            tolerance_warning(name, f"response is {f'{100 * shift:+.1f} % off' if shift is not None else 'not comparable with'}"
+                              f" the Keras model's at {self.cfg.hls.precision}", self.cfg,
+                              rounding_advice(self.cfg.hls.precision))
+        return {"hls_response_median": hls["response_median"], "hls_resolution_q68": hls["resolution_q68"],
+                "hls_response_shift": shift, "hls_response_ok": ok}
+
+    def compare(self, analysis: Analysis, baseline: str) -> None:
+        base = next((r for r in analysis.rows if r["name"] == baseline), None)
+        for r in analysis.rows:
+            r["response_shift"] = r["response_median"] - base["response_median"] if base else None
+            r["resolution_shift"] = (r["resolution_q68"] / base["resolution_q68"] - 1) if base else None
+
+    def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        synth = row.get("synthesis", {})
+        return {**row, **{f"synth_{k.lower()}": v for k, v in synth.get("totals", {}).items()},
+                "synth_latency_max_cycles": synth.get("latency_max_cycles")}
+
+    def table(self, summary: dict[str, Any]) -> str:
+        lines = [f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}"
+                 f"{'gzip bytes':>12}{'hls max |d|':>13}{'hls response':>14}"]
+        for m in summary["models"]:
+            hls = (f"{m['hls_max_abs_diff']:>13.4g}{m['hls_response_median']:>14.4f}" if "hls_max_abs_diff" in m
+                   else f"{'-':>13}{'-':>14}")
+            lines.append(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['response_median']:>10.4f}"
+                         f"{m['resolution_q68']:>12.4f}{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
+        ref = summary[REFERENCE]
+        lines.append(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
+        return "\n".join(lines)
+
+    def markdown(self, summary: dict[str, Any]) -> str:
+        unit = summary["target_unit"]
+        models = summary["models"]
+        synthesised = any("synthesis" in m for m in models)  # real vendor numbers beside the estimates
+        ref = summary[REFERENCE]
+        first = models[0]["firmware"]
+        lines = [
+            "# Pruned-model comparison",
+            "",
+            f"{summary['samples']} held-out test events. Response = median of pred/true; resolution = half the "
+            "15.9-84.1 % width of pred/true (q68), also as std and IQR/1.349; ± are bootstrap standard errors. "
+            "Shifts are relative to the baseline. Multipliers: hls4ml's count after pruning "
+            f"({first.get('strategy', 'latency')} strategy, RF {first['reuse_factor']}, {first['precision']}); "
+            "DSP and BRAM18K are estimates without vendor tools.",
+            "",
+            "## Physics",
+            "",
+            "| model | sparsity | response | resolution (q68) | std | IQR/1.349 | response shift | resolution shift |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for m in models:
+            lines.append(f"| {m['name']} | {m['sparsity']:.3f} | {_pm(m, 'response_median')} | "
+                         f"{_pm(m, 'resolution_q68')} | {m['resolution_std']:.4f} | {m['resolution_iqr']:.4f} | "
+                         f"{_shift(m['response_shift'])} | {_shift(m['resolution_shift'], pct=True)} |")
+        lines.append(f"| raw {ref.get('name', REFERENCE)} | - | {_pm(ref, 'response_median')} | "
+                     f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | {ref['resolution_iqr']:.4f} | - | - |")
+        lines += size_table(models, synthesised)
+        if any("hls_max_abs_diff" in m for m in models):
+            lines += ["", "## hls4ml C simulation", "",
+                      "Firmware inputs: *raw* where the input standardisation is folded into the first layer, "
+                      "*standardised* where it cannot be (a CNN, a branched input). Max |Δ| is between the C "
+                      "simulation and Keras on the network output; the response shift is the firmware's "
+                      "response relative to the Keras model's, and **check** marks one beyond ptq.tolerance "
+                      "(try ptq/bitwidth_scan.py, or AP_RND rounding in hls.precision).", "",
+                      "| model | inputs | max abs Δ | hls response | hls resolution (q68) | Keras response | "
+                      "response shift | project |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for m in models:
+                if "hls_max_abs_diff" in m:
+                    flag = "" if m.get("hls_response_ok", True) else " **check**"
+                    lines.append(f"| {m['name']} | {m.get('hls_inputs', '-')} | {m['hls_max_abs_diff']:.4g} | "
+                                 f"{m['hls_response_median']:.4f} | {m['hls_resolution_q68']:.4f} | "
+                                 f"{m['response_median']:.4f} | {_shift(m.get('hls_response_shift'), pct=True)}"
+                                 f"{flag} | {m['hls_dir']} |")
+        lines += multiplier_table(models)
+        bins = summary["bins"]
+        header = "| model | " + " | ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(bins[:-1], bins[1:])) + " |"
+        rule = "|---|" + "---|" * (len(bins) - 1)
+        for key, title in (("resolution_q68", "Resolution (q68)"), ("response_median", "Response (median)")):
+            lines += ["", f"## {title} in bins of {summary['target_name']} [{unit}]", "", header, rule]
+            for m in [*models, {**ref, "name": f"raw {ref.get('name', REFERENCE)}"}]:
+                cells = [_pm(b, key, 3) if b["n_events"] else "-" for b in m["binned"]]
+                lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+        lines += ["", "Plots: plots/response_vs_true.png, plots/resolution_vs_true.png, plots/ratio_hist.png, "
+                  "plots/layer_sparsity.png, plots/size_vs_sparsity.png", ""]
+        return "\n".join(lines)
+
+    def plots(self, analysis: Analysis, summary: dict[str, Any], out: Path) -> list[str]:
+        plt = pyplot()
+        models, ref = summary["models"], summary[REFERENCE]
+        centres = 0.5 * (np.asarray(summary["bins"][:-1]) + np.asarray(summary["bins"][1:]))
+        xlabel = f"{summary['target_name']} [{summary['target_unit']}]"
+        for key, ylabel, name in (("response_median", "median pred/true", "response_vs_true.png"),
+                                  ("resolution_q68", "resolution (q68 of pred/true)", "resolution_vs_true.png")):
+            fig, ax = plt.subplots(figsize=(6.5, 4.5))
+            for m in [*models, {**ref, "name": "raw reference"}]:
+                rows = m["binned"]
+                ok = [i for i, b in enumerate(rows) if b["n_events"]]
+                ax.errorbar(centres[ok], [rows[i][key] for i in ok], yerr=[rows[i].get(f"{key}_err", 0) for i in ok],
+                            marker="o", capsize=2, label=m["name"],
+                            linestyle="--" if m["name"] == "raw reference" else "-")
+            ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log", yscale="log")  # the raw reference is far off
+            if key == "response_median":
+                ax.axhline(1.0, color="grey", lw=0.8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            save_figure(fig, out / name)
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        bins = np.linspace(0, 2.5, 101)
+        for m in models:
+            ax.hist(np.clip(analysis.outputs[m["name"]], bins[0], bins[-1]), bins=bins, histtype="step",
+                    label=m["name"])
+        ax.hist(np.clip(analysis.outputs[REFERENCE], bins[0], bins[-1]), bins=bins, histtype="stepfilled",
+                alpha=0.2, color="grey", label="raw reference")
+        ax.set(xlabel="pred / true", ylabel="events")
+        ax.legend(fontsize=8)
+        save_figure(fig, out / "ratio_hist.png")
+        layer_sparsity_plot(models, out / "layer_sparsity.png")
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        order = sorted(models, key=lambda m: m["sparsity"])
+        s = [m["sparsity"] for m in order]
+        ax.plot(s, [m["gzip_bytes"] for m in order], "o-", label="gzip bytes")
+        ax.plot(s, [m["tflite_quant_bytes"] for m in order], "s-", label="TFLite quant. bytes")
+        ax.set(xlabel="achieved sparsity", ylabel="bytes")
+        ax2 = ax.twinx()
+        ax2.plot(s, [m["multipliers"] for m in order], "^-", color="C3", label="multipliers")
+        ax2.set_ylabel("multipliers (hls4ml Latency)")
+        ax.legend(loc="upper center", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+        save_figure(fig, out / "size_vs_sparsity.png")
+        return ["response_vs_true.png", "resolution_vs_true.png", "ratio_hist.png", "layer_sparsity.png",
+                "size_vs_sparsity.png"]
+
+
+def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:
+    """The size and firmware-cost table, with the vendor's figures where a synthesis ran."""
+    lines = ["", "## Size and firmware cost", "",
+             "| model | params | nonzero | HDF5 bytes | gzip bytes | TFLite bytes | TFLite quant. bytes | "
+             "multipliers | est. DSPs | est. BRAM18K |" + (" synth. DSP | synth. LUT | synth. FF | synth. BRAM18K |"
+                                                         if synthesised else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if synthesised else "")]
+    for m in models:
+        synth = m.get("synthesis", {}).get("totals")
+        real = (" " + " | ".join(str(synth[k]) for k in ("DSP", "LUT", "FF", "BRAM_18K")) + " |" if synth
+                else " - | - | - | - |") if synthesised else ""
+        lines.append(f"| {m['name']} | {m['params']} | {m['nonzero_params']} | {m['h5_bytes']} | {m['gzip_bytes']} | "
+                     f"{m['tflite_bytes']} | {m['tflite_quant_bytes']} | {m['multipliers']} | {m['dsp']} | "
+                     f"{m['bram_18k']} |{real}")
+    if synthesised:
+        lines += ["", "## C synthesis (vendor report)", "",
+                  "| model | tool | part | DSP | LUT | FF | BRAM18K | latency (cycles) | interval | clock est. (ns) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in models:
+            if "synthesis" in m:
+                r, t = m["synthesis"], m["synthesis"]["totals"]
+                lines.append(f"| {m['name']} | {r['tool']} {r['version']} | {r['part']} | {t['DSP']} | {t['LUT']} | "
+                             f"{t['FF']} | {t['BRAM_18K']} | {r['latency_min_cycles']}-{r['latency_max_cycles']} | "
+                             f"{r['interval_min']}-{r['interval_max']} | {r['clock_estimated_ns']} |")
+    return lines
+
+
+def multiplier_table(models: list[dict[str, Any]]) -> list[str]:
+    layers = models[0]["firmware"]["layers"]
+    lines = ["", "### Multipliers per layer", "", "| model | " + " | ".join(layers) + " |",
+             "|---|" + "---|" * len(layers)]
+    for m in models:
+        lines.append(f"| {m['name']} | " + " | ".join(str(v["multipliers"]) for v in m["firmware"]["layers"].values())
+                     + " |")
+    return lines
+
+
+def layer_sparsity_plot(models: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    layer_names = list(models[0]["layer_sparsity"])
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        ax.bar(np.arange(len(layer_names)) + i * width, [m["layer_sparsity"].get(n, 0) for n in layer_names],
+               width=width, label=m["name"])
+    ax.set_xticks(np.arange(len(layer_names)) + 0.4 - width / 2, layer_names)
+    ax.set(ylabel="fraction of zero weights", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

@@ -1,0 +1,118 @@
+"""The folders are the architecture: imports go one way, core <- data <- ptq <- prune <- slurm,
+and no module imports itself back through others."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import ROOT
+
+LAYERS = ("core", "data", "ptq", "prune", "slurm")  # each may import only the ones before it
+FOLDERS = {"core": ROOT / "hepprune" / "core", "data": ROOT / "data", "ptq": ROOT / "ptq",
+           "prune": ROOT / "prune", "slurm": ROOT / "slurm"}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {"hepprune": ROOT / "hepprune" / "__init__.py"}
+    for layer, folder in FOLDERS.items():
+        for path in sorted(folder.glob("*.py")):
+            name = f"hepprune.{layer}" + ("" if path.stem == "__init__" else f".{path.stem}")
+            mods[name] = path
+    return mods
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """hepprune modules imported anywhere in the file (functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name.startswith("hepprune."):
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def _layer(module: str) -> int:
+    return LAYERS.index(module.split(".")[1])
+
+
+def test_imports_go_one_way():
+    upward = [f"{m} imports {d}" for m, deps in _graph().items() if m != "hepprune"
+              for d in deps if d != "hepprune" and _layer(d) > _layer(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    cycles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
+    """The two tests above can fail: a core module importing a stage, and two
+    modules importing each other, are both reported."""
+    core = tmp_path / "core"
+    core.mkdir()
+    (core / "a.py").write_text("from hepprune.ptq import b\n")
+    ptq = tmp_path / "ptq"
+    ptq.mkdir()
+    (ptq / "b.py").write_text("def f():\n    from hepprune.core import a\n")
+    monkeypatch.setitem(FOLDERS, "core", core)
+    monkeypatch.setitem(FOLDERS, "ptq", ptq)
+    graph = _graph()
+    assert graph["hepprune.core.a"] == {"hepprune.ptq.b"} and graph["hepprune.ptq.b"] == {"hepprune.core.a"}
+    try:
+        test_imports_go_one_way()
+    except AssertionError as exc:
+        assert "hepprune.core.a imports hepprune.ptq.b" in str(exc)
+    else:
+        raise AssertionError("the upward import was not reported")
+    try:
+        test_no_import_cycle()
+    except AssertionError as exc:
+        assert "hepprune.core.a -> hepprune.ptq.b -> hepprune.core.a" in str(exc)
+    else:
+        raise AssertionError("the cycle was not reported")
+
+
+def test_only_hepprune_is_importable_at_the_top():
+    """The design card's folders are reached as hepprune.data, hepprune.ptq, ...; from
+    outside the checkout, `import data` finds nothing of this project."""
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        for name in ("data", "ptq", "prune", "slurm"):
+            spec = importlib.util.find_spec(name)
+            assert spec is None or not str(spec.origin).startswith({str(ROOT)!r}), (name, spec.origin)
+        import hepprune.data.loader, hepprune.ptq.training, hepprune.prune.pruning, hepprune.slurm.submit
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

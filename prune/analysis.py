@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from hepprune.core import artifacts
 from hepprune.core.config import Config
 from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
+from hepprune.core.results import AnalysisResult, ModelRow
 from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, finished_models
 from hepprune.core.task import Analysis, Task, task_of
 from hepprune.data import loader
@@ -54,12 +57,22 @@ def predict(model, x: np.ndarray, batch: int = 8192) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
+@dataclass
+class Export:
+    """An hls4ml export, C-simulated on the analysis events."""
+
+    y_hls: np.ndarray  # firmware outputs, one row per event
+    y_keras: np.ndarray  # Keras outputs of the same exported model
+    hls: dict[str, Any]  # the project, its precisions and inputs, max |hls - Keras|
+    cost: dict[str, Any]  # the firmware cost with the export's per-layer weight widths
+    synthesis: dict[str, Any] | None = None  # the vendor report, with --synth
+
+
 def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Config, out_dir: Path,
-                        synth_tool: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Export to hls4ml in ``out_dir``, C-simulate, and return (firmware
-    outputs, Keras outputs of the same exported model, extras for the entry);
-    with ``synth_tool``, also C-synthesise the project and read its report.
-    ``x_chunks``: the raw test inputs as re-iterable arrays (a chunk at a time)."""
+                        synth_tool: str | None = None) -> Export:
+    """Export to hls4ml in ``out_dir`` and C-simulate; with ``synth_tool``,
+    also C-synthesise the project and read its report. ``x_chunks``: the raw
+    test inputs as re-iterable arrays (a chunk at a time)."""
     exported, to_input, raw_precisions = hls_bridge.firmware_model(model, std, x_chunks)
     x_in = Mapped(x_chunks, to_input)
     precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
@@ -71,31 +84,28 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
         hls_parts.append(hls_bridge.csim_predict(graph, x.reshape(len(x), -1)).reshape(len(x), -1))
         keras_parts.append(predict(exported, x))
     y_hls, y_keras = np.concatenate(hls_parts), np.concatenate(keras_parts)
+    hls = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
+           "hls_inputs": "raw" if raw_precisions is not None else "standardised",
+           "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
     # The cost again, with the export's per-layer weight widths: a widened layer may need DSPs.
-    cost = firmware_cost(model, cfg.hls, precisions)
-    extras = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
-              "hls_inputs": "raw" if raw_precisions is not None else "standardised",
-              "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max()),
-              "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost}
-    if synth_tool:
-        extras["synthesis"] = synthesis.run_synthesis(graph, out_dir)
-    return y_hls, y_keras, extras
+    return Export(y_hls, y_keras, hls, firmware_cost(model, cfg.hls, precisions),
+                  synthesis.run_synthesis(graph, out_dir) if synth_tool else None)
 
 
-def load_and_describe(name: str, stage: Path, cfg: Config):
-    """(model, entry with what every task reports: sparsity, sizes, firmware cost)."""
+def _with_cost(row: ModelRow, cost: dict[str, Any]) -> None:
+    row.firmware, row.multipliers, row.dsp, row.bram_18k = cost, cost["multipliers"], cost["dsp"], cost["bram_18k"]
+
+
+def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRow]:
+    """(model, its row with what every task reports: sparsity, sizes, firmware cost)."""
     model = load_model(stage / MODEL_FILE, cfg.model)
     stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
     tfl, tfl_q = tflite_sizes(model)
-    cost = firmware_cost(model, cfg.hls)
-    return model, {
-        "name": name,
-        "sparsity": float(stage_metrics.get("achieved_sparsity", 0.0)),
-        **size_metrics(model, (stage / MODEL_FILE).read_bytes()),
-        "tflite_bytes": tfl, "tflite_quant_bytes": tfl_q,
-        "multipliers": cost["multipliers"], "dsp": cost["dsp"], "bram_18k": cost["bram_18k"], "firmware": cost,
-        "layer_sparsity": layer_sparsity(model),
-    }
+    row = ModelRow(name=name, sparsity=float(stage_metrics.get("achieved_sparsity", 0.0)),
+                   size=size_metrics(model, (stage / MODEL_FILE).read_bytes()), tflite_bytes=tfl,
+                   tflite_quant_bytes=tfl_q, layer_sparsity=layer_sparsity(model))
+    _with_cost(row, firmware_cost(model, cfg.hls))
+    return model, row
 
 
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,
@@ -118,20 +128,19 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
             t0 = time.time()
             model, row = load_and_describe(name, stage, cfg)
             outputs = np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
-            row.update(task.model_metrics(analysis, name, outputs))
+            row.metrics = task.model_metrics(analysis, name, outputs)
             if cfg.hls.simulate:
-                y_hls, y_keras, extras = export_and_simulate(model, std, chunks.inputs(), cfg, run_dir / HLS / name,
-                                                             synth_tool)
-                row.update(extras)
-                row.update(task.firmware_agreement(analysis, name, y_hls, y_keras))
+                export = export_and_simulate(model, std, chunks.inputs(), cfg, run_dir / HLS / name, synth_tool)
+                _with_cost(row, export.cost)
+                row.synthesis = export.synthesis
+                row.hls = {**export.hls, **task.firmware_agreement(analysis, name, export.y_hls, export.y_keras)}
             analysis.rows.append(row)
-            log.info("%s: %s, %d multipliers, hls max |diff| %s (%.1f s)", name, task.headline(row),
-                     row["multipliers"], f"{row['hls_max_abs_diff']:.4g}" if "hls_max_abs_diff" in row else "-",
-                     time.time() - t0)
+            log.info("%s: %s, %d multipliers, hls max |diff| %s (%.1f s)", name, task.headline(row.metrics),
+                     row.multipliers, f"{row.hls['hls_max_abs_diff']:.4g}" if row.hls else "-", time.time() - t0)
     task.compare(analysis, BASELINE)
     return analysis
 
 
-def write_outputs(task: Task, analysis: Analysis, out: Path) -> dict:
+def write_outputs(task: Task, analysis: Analysis, out: Path) -> AnalysisResult:
     """summary.json, summary.csv, report.md and plots/; returns the stage's metrics (written last, by the caller)."""
     return task.write_analysis(analysis, out)

@@ -24,6 +24,7 @@ from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.models import load_model, output_layers
+from hepprune.core.results import Evaluation, PruneResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, prune_stage
 from hepprune.core.task import task_of
 from hepprune.data.prepare import prepare_data
@@ -357,29 +358,22 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
                        f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage.path}/schedule.json")
 
     test, reference = evaluate(export, prepared.batches("test"), task, prepared.class_names)
-    metrics = {
-        "stage": stage.path.name,
-        "target_sparsity": target,
-        "achieved_sparsity": achieved,
-        "layers": per_layer,
-        "granularity": cfg.prune.granularity,
-        "schedule": schedule.to_dict(),
-        "val_loss": state.last_val_loss,
-        "epochs_run": state.epochs_done,
-        "task": cfg.task,
-        "test": test,
-        **({"reference": reference} if reference else {}),
-        "units": {n: int(export.get_layer(n).get_config().get("units", export.get_layer(n).get_config()
-                                                             .get("filters", 0))) for n in layers},
-        "train_seconds_this_process": round(time.time() - t0, 2),
-    }
-    stage.check_metrics(metrics)
+    stage.check_metrics({"val_loss": state.last_val_loss, "test": test, "reference": reference})
     if cfg.prune.granularity != "neuron":  # the neuron wrapper lives in the TF checkpoint only
         with tfmot.sparsity.keras.prune_scope():
             fit.save_model_h5(model, stage.path / WRAPPED_MODEL_FILE)
     h5 = fit.save_model_h5(export, stage.path / MODEL_FILE)
-    metrics.update(fit.size_metrics(export, h5))
-    stage.finish(metrics)
+    evaluation = task.evaluation(test, reference)
+    metrics = stage.finish(PruneResult(
+        stage=stage.path.name, target_sparsity=target, achieved_sparsity=achieved, layers=per_layer,
+        granularity=cfg.prune.granularity, schedule=schedule.to_dict(), val_loss=state.last_val_loss,
+        epochs_run=state.epochs_done,
+        # The pruning stage records the test metrics and reference alone, as it always has.
+        evaluation=Evaluation(evaluation.task, evaluation.test, evaluation.reference),
+        size=fit.size_metrics(export, h5),
+        units={n: int(export.get_layer(n).get_config().get("units", export.get_layer(n).get_config()
+                                                            .get("filters", 0))) for n in layers},
+        train_seconds_this_process=round(time.time() - t0, 2)))
     worker.barrier()
     log.info("%s done: sparsity %.4f (target %g), test %s", stage.path.name, achieved, target, task.headline(test))
     return metrics

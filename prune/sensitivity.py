@@ -21,6 +21,7 @@ from hepprune.core.config import Config
 from hepprune.core.distribute import Worker
 from hepprune.core.errors import ConfigError
 from hepprune.core.evaluation import evaluate
+from hepprune.core.results import SensitivityResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, SENSITIVITY
 from hepprune.core.task import task_of
 from hepprune.data.prepare import prepare_data
@@ -102,7 +103,7 @@ def _scan(cfg: Config, prepared, model, points, pruning) -> list[dict]:
     return rows
 
 
-def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> dict:
+def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> SensitivityResult:
     """sensitivity.csv, .json and .png; returns the stage's metrics (written last, by the caller)."""
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -112,8 +113,7 @@ def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> dict
     artifacts.write_text(out / "sensitivity.csv", buf.getvalue())
     artifacts.write_json(out / "sensitivity.json", {"rows": rows})
     _plot(rows, out / "sensitivity.png")
-    return {"stage": STAGE, "points": len(rows), "baseline_val_loss": baseline_val_loss,
-            "granularities": sorted({r["granularity"] for r in rows})}
+    return SensitivityResult(len(rows), baseline_val_loss, sorted({r["granularity"] for r in rows}))
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -26,6 +26,7 @@ from hepprune.core import metrics as phys
 from hepprune.core.config import Config
 from hepprune.core.fixedpoint import HEADROOM, fixed, int_bits
 from hepprune.core.models import load_model
+from hepprune.core.results import ScanResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, config_text, finished_models
 from hepprune.data.prepare import prepare_data, test_events
 from hepprune.ptq import hls_bridge
@@ -148,7 +149,7 @@ def _scan_model(cfg: Config, name: str, model, std, x_raw: np.ndarray, true: np.
     return result
 
 
-def write_scan(result: dict, out: Path) -> dict:
+def write_scan(result: dict, out: Path) -> ScanResult:
     """scan.json, scan.csv and scan.png; returns the stage's metrics (written last, by the caller)."""
     artifacts.write_json(out / "scan.json", result)
     buf = io.StringIO()
@@ -157,9 +158,8 @@ def write_scan(result: dict, out: Path) -> dict:
     writer.writerows({k: r[k] for k in CSV_FIELDS} for r in result["widths"])
     artifacts.write_text(out / "scan.csv", buf.getvalue())
     plot(result, out / "scan.png")
-    return {"stage": STAGE, "model": result["model"], "chosen_width": result["chosen_width"],
-            "precision": result["default_precision"], "tolerance": result["tolerance"],
-            "float": result["float"], "samples": result["samples"]}
+    return ScanResult(result["model"], result["chosen_width"], result["default_precision"], result["tolerance"],
+                      result["float"], result["samples"])
 
 
 def plot(result: dict, path: Path) -> None:

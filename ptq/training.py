@@ -17,6 +17,7 @@ from typing import Any
 from hepprune.core import artifacts, distribute, fit, lifecycle
 from hepprune.core.config import Config
 from hepprune.core.evaluation import evaluate
+from hepprune.core.results import BaselineResult
 from hepprune.core.runs import BASELINE, HISTORY_FILE, MODEL_FILE, STANDARDIZATION_FILE, config_text
 from hepprune.core.task import task_of
 from hepprune.data.prepare import Prepared, prepare_data
@@ -72,30 +73,17 @@ def _train(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
         worker.close()
         return None
     test, reference = evaluate(model, prepared.batches("test"), task, prepared.class_names)
-    metrics = {
-        "stage": BASELINE,
-        "val_loss": state.best_val_loss,
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epochs_done,
-        "stopped_early": state.stopped_early,
-        **task.stage_metrics(test, reference),
-        "events": prepared.events(),
-        "train_seconds_this_process": round(time.time() - t0, 2),
-    }
-    _finish(stage, model, metrics, state.history)
+    stage.check_metrics({"val_loss": state.best_val_loss, "test": test, "reference": reference})
+    h5 = fit.save_model_h5(model, stage.path / MODEL_FILE)
+    fit.write_history(stage.path / HISTORY_FILE, state.history)
+    metrics = stage.finish(BaselineResult(
+        val_loss=state.best_val_loss, epochs_run=state.epochs_done, evaluation=task.evaluation(test, reference),
+        size=fit.size_metrics(model, h5), events=prepared.events(), best_epoch=state.best_epoch,
+        stopped_early=state.stopped_early, train_seconds_this_process=round(time.time() - t0, 2)))
     worker.barrier()
     log.info("baseline done: test %s%s -> %s", task.headline(test),
              f" (raw reference: {task.headline(reference)})" if reference else "", stage.path)
     return metrics
-
-
-def _finish(stage: lifecycle.Stage, model: Any, metrics: dict, history: list[dict]) -> None:
-    """model.h5, history.csv, then metrics.json; a non-finite metric writes none of them."""
-    stage.check_metrics(metrics)
-    h5 = fit.save_model_h5(model, stage.path / MODEL_FILE)
-    fit.write_history(stage.path / HISTORY_FILE, history)
-    metrics.update(fit.size_metrics(model, h5))
-    stage.finish(metrics)
 
 
 def _adopt(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: distribute.Worker) -> dict | None:
@@ -114,11 +102,14 @@ def _adopt(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
     val_ds = prepared.fit_data(cfg, distribute.Worker())(0, 1).val
     val_loss = float(model.evaluate(val_ds, verbose=0))
     test, reference = evaluate(model, prepared.batches("test"), task, prepared.class_names)
-    metrics = {"stage": BASELINE, "from_file": str(path.resolve()), "val_loss": val_loss, "epochs_run": 0,
-               **task.stage_metrics(test, reference), "events": prepared.events()}
+    stage.check_metrics({"val_loss": val_loss, "test": test, "reference": reference})
     stage.begin()
     artifacts.write_json(stage.path / STANDARDIZATION_FILE, prepared.standardization.to_dict())
-    _finish(stage, model, metrics, [])
+    h5 = fit.save_model_h5(model, stage.path / MODEL_FILE)
+    fit.write_history(stage.path / HISTORY_FILE, [])
+    metrics = stage.finish(BaselineResult(
+        val_loss=val_loss, epochs_run=0, evaluation=task.evaluation(test, reference),
+        size=fit.size_metrics(model, h5), events=prepared.events(), from_file=str(path.resolve())))
     keras.backend.clear_session()
     log.info("baseline adopted from %s: test %s -> %s", path, task.headline(test), stage.path)
     return metrics

@@ -163,6 +163,7 @@ def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(ru
     """--samples all must not hold the split's inputs: the events come in chunks, and
     the result (physics, firmware precisions, C simulation) does not depend on the chunking."""
     from hepprune.core import config as config_mod
+    from hepprune.core.results import to_json
     from hepprune.core.runs import resolve_config
     from hepprune.data import prepare
     from hepprune.prune import analysis
@@ -177,7 +178,7 @@ def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(ru
 
     def summary(chunk_events):
         monkeypatch.setattr(prepare, "CHUNK_EVENTS", chunk_events)
-        out = analysis.analyse(cfg, run, samples=None, names=["prune_0.50"])["models"][0]
+        out = to_json(analysis.analyse(cfg, run, samples=None, names=["prune_0.50"]).rows[0])
         return {k: out[k] for k in ("response_median", "resolution_q68", "hls_max_abs_diff", "hls_precisions",
                                     "hls_response_median", "multipliers")}
 

@@ -35,6 +35,7 @@ import numpy as np
 from hepprune.core import artifacts
 from hepprune.core.distribute import Worker
 from hepprune.core.errors import RunError
+from hepprune.core.results import Size
 from hepprune.core.runs import HISTORY_FILE
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,11 @@ def save_model_h5(model: Any, path: Path) -> bytes:
     return image
 
 
-def size_metrics(model: Any, h5: bytes) -> dict[str, int]:
-    """Parameter counts and file sizes; gzip bytes is what pruning studies compare."""
-    return {"params": int(model.count_params()),
-            "nonzero_params": int(sum(np.count_nonzero(w) for w in model.get_weights())),
-            "h5_bytes": len(h5), "gzip_bytes": len(gzip.compress(h5, compresslevel=9, mtime=0))}
+def size_metrics(model: Any, h5: bytes) -> Size:
+    """Parameter counts and file sizes of a model saved as ``h5``."""
+    return Size(params=int(model.count_params()),
+                nonzero_params=int(sum(np.count_nonzero(w) for w in model.get_weights())),
+                h5_bytes=len(h5), gzip_bytes=len(gzip.compress(h5, compresslevel=9, mtime=0)))
 
 
 def _diverged(epoch: int, logs: dict[str, Any], lr: float) -> str | None:

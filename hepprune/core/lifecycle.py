@@ -21,6 +21,7 @@ line naming the path (:class:`~hepprune.core.artifacts.DiskFull`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -32,6 +33,7 @@ from typing import IO, Any
 
 from hepprune.core import artifacts
 from hepprune.core.errors import RunError
+from hepprune.core.results import to_json
 from hepprune.core.runs import CONFIG_FILE
 
 log = logging.getLogger(__name__)
@@ -85,15 +87,17 @@ class Stage:
         (self.path / artifacts.METRICS_FILE).unlink(missing_ok=True)
         artifacts.write_text(self.config_file, self.config_text)
 
-    def check_metrics(self, metrics: dict[str, Any]) -> None:
+    def check_metrics(self, metrics: Any) -> None:
         """Refuse metrics holding NaN or Inf; call it before writing the results they describe."""
-        bad = artifacts.non_finite(metrics)
+        bad = artifacts.non_finite(to_json(metrics) if dataclasses.is_dataclass(metrics) else metrics)
         if bad:
             raise RunError(f"{self.path.name}: the metric {bad} is not a finite number (a dead or diverged "
                            f"model?); {self.path} is left unfinished")
 
-    def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Write metrics.json, the marker that the stage finished."""
+    def finish(self, result: Any) -> dict[str, Any]:
+        """Write metrics.json (a result record of :mod:`hepprune.core.results`,
+        or its JSON object), the marker that the stage finished; returns the JSON."""
+        metrics = to_json(result) if dataclasses.is_dataclass(result) else result
         self.check_metrics(metrics)
         artifacts.write_metrics(self.path, metrics)
         return metrics

@@ -13,6 +13,7 @@ import numpy as np
 
 from hepprune.core import artifacts
 from hepprune.core.config import Config, TrainConfig
+from hepprune.core.results import AnalysisResult, Evaluation, ModelRow, to_json
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class Analysis:
     true: np.ndarray
     reference: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)  # written to summary.json as they are
-    rows: list[dict[str, Any]] = field(default_factory=list)  # per model, as in summary.json
+    rows: list[ModelRow] = field(default_factory=list)  # per model
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # per model: per-event values for plots
 
 
@@ -81,9 +82,9 @@ class Task:
         """One log line's worth of a model's test metrics."""
         raise NotImplementedError
 
-    def stage_metrics(self, test: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    def evaluation(self, test: dict[str, Any], reference: dict[str, Any] | None) -> Evaluation:
         """The task's part of a model stage's metrics.json."""
-        return {"task": self.name, "test": test}
+        return Evaluation(self.name, test)
 
     def refuse_pred_true(self, command: str) -> None:
         """Commands that measure pred/true response call this first."""
@@ -109,7 +110,8 @@ class Task:
 
     def summary(self, analysis: Analysis) -> dict[str, Any]:
         """summary.json: what the comparison found."""
-        return {"task": self.name, "samples": analysis.samples, **analysis.info, "models": analysis.rows}
+        return {"task": self.name, "samples": analysis.samples, **analysis.info,
+                "models": [to_json(row) for row in analysis.rows]}
 
     def markdown(self, summary: dict[str, Any]) -> str:
         raise NotImplementedError
@@ -125,7 +127,7 @@ class Task:
     def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
         return row
 
-    def write_analysis(self, analysis: Analysis, out: Path) -> dict[str, Any]:
+    def write_analysis(self, analysis: Analysis, out: Path) -> AnalysisResult:
         """summary.json, summary.csv, report.md and plots/; returns the
         stage's metrics (written last, by the stage lifecycle)."""
         summary = self.summary(analysis)
@@ -138,8 +140,7 @@ class Task:
         writer.writerows(self.csv_row(m) for m in summary["models"])
         artifacts.write_text(out / "summary.csv", buf.getvalue())
         artifacts.write_text(out / "report.md", self.markdown(summary))
-        return {"stage": "analysis", "task": self.name, "samples": summary["samples"],
-                "models": [m["name"] for m in summary["models"]]}
+        return AnalysisResult(self.name, summary["samples"], [m["name"] for m in summary["models"]])
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:

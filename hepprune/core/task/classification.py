@@ -93,9 +93,9 @@ class Classification(Task):
                 "hls_accuracy_shift": shift, "hls_accuracy_ok": ok}
 
     def compare(self, analysis: Analysis, baseline: str) -> None:
-        base = next((r for r in analysis.rows if r["name"] == baseline), None)
+        base = next((r.metrics for r in analysis.rows if r.name == baseline), None)
         for r in analysis.rows:
-            r["accuracy_shift"] = r["accuracy"] - base["accuracy"] if base else None
+            r.metrics["accuracy_shift"] = r.metrics["accuracy"] - base["accuracy"] if base else None
 
     def table(self, summary: dict[str, Any]) -> str:
         lines = [f"\n{'model':<12}{'sparsity':>9}{'accuracy':>10}{'mean AUC':>10}{'multipliers':>13}"

@@ -16,6 +16,7 @@ from hepprune.core import metrics as phys
 from hepprune.core import targets
 from hepprune.core.errors import ConfigError
 from hepprune.core.fixedpoint import rounding_advice
+from hepprune.core.results import Evaluation
 from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, tolerance_warning
 
 REFERENCE = "reference"
@@ -82,9 +83,8 @@ class Regression(Task):
     def headline(self, test: dict[str, Any]) -> str:
         return f"response {test['response_median']:.4f}, resolution {test['resolution_q68']:.4f}"
 
-    def stage_metrics(self, test: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
-        return {"task": self.name, "test": test, "reference": reference,
-                "target_transform": self.cfg.data.target_transform, "loss": self.cfg.train.loss}
+    def evaluation(self, test: dict[str, Any], reference: dict[str, Any] | None) -> Evaluation:
+        return Evaluation(self.name, test, reference, self.cfg.data.target_transform, self.cfg.train.loss)
 
     # ------------------------------------------------------------ the analysis
     def _with_errors(self, pred: np.ndarray, true: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
@@ -127,10 +127,11 @@ class Regression(Task):
                 "hls_response_shift": shift, "hls_response_ok": ok}
 
     def compare(self, analysis: Analysis, baseline: str) -> None:
-        base = next((r for r in analysis.rows if r["name"] == baseline), None)
+        base = next((r.metrics for r in analysis.rows if r.name == baseline), None)
         for r in analysis.rows:
-            r["response_shift"] = r["response_median"] - base["response_median"] if base else None
-            r["resolution_shift"] = (r["resolution_q68"] / base["resolution_q68"] - 1) if base else None
+            m = r.metrics
+            m["response_shift"] = m["response_median"] - base["response_median"] if base else None
+            m["resolution_shift"] = (m["resolution_q68"] / base["resolution_q68"] - 1) if base else None
 
     def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
         synth = row.get("synthesis", {})

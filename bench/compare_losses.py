@@ -4,7 +4,7 @@
 
 Trains the demo config once per (loss, target_transform) pair with the real
 ptq/trainModel.py and prints the held-out response and resolution of each:
-the evidence behind the defaults in data/config.py (see docs/training.md).
+the evidence behind the defaults in hepprune/core/config.py (see docs/training.md).
 """
 
 import argparse

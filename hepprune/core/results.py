@@ -58,38 +58,39 @@ class Evaluation:
     loss: str | None = None
 
 
-@dataclass
-class BaselineResult:
-    """RUN/baseline/metrics.json: a trained, or adopted (``from_file``), baseline."""
+@dataclass(kw_only=True)
+class ModelResult:
+    """What every stage that produces a model records in its metrics.json."""
 
+    stage: str
     val_loss: float
     epochs_run: int
     evaluation: Evaluation = flat()
     size: Size = flat()
+    train_seconds_this_process: float | None = None
+
+
+@dataclass(kw_only=True)
+class BaselineResult(ModelResult):
+    """RUN/baseline/metrics.json: a trained, or adopted (``from_file``), baseline."""
+
+    stage: str = "baseline"
     events: dict[str, int] = field(default_factory=dict)
     best_epoch: int | None = None
     stopped_early: bool | None = None
     from_file: str | None = None
-    train_seconds_this_process: float | None = None
-    stage: str = "baseline"
 
 
-@dataclass
-class PruneResult:
+@dataclass(kw_only=True)
+class PruneResult(ModelResult):
     """RUN/prune_<target>/metrics.json."""
 
-    stage: str
     target_sparsity: float
     achieved_sparsity: float
     layers: dict[str, dict[str, float]]
     granularity: str
     schedule: dict[str, Any]
-    val_loss: float
-    epochs_run: int
-    evaluation: Evaluation = flat()
-    size: Size = flat()
     units: dict[str, int] = field(default_factory=dict)
-    train_seconds_this_process: float | None = None
 
 
 @dataclass

@@ -143,6 +143,15 @@ class Task:
         return AnalysisResult(self.name, summary["samples"], [m["name"] for m in summary["models"]])
 
 
+def text_table(columns: list[tuple[str, int]], rows: list[list[str]]) -> str:
+    """A terminal table: the first column left-aligned, the others right-aligned
+    to their widths; a row may have fewer cells than there are columns."""
+    def line(cells: list[str]) -> str:
+        return "".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, (_, w)) in enumerate(zip(cells, columns)))
+
+    return "\n".join(["\n" + line([title for title, _ in columns]), *(line(r) for r in rows)])
+
+
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     """A matplotlib figure written atomically as PNG, then closed."""
     import matplotlib.pyplot as plt  # deferred: plotting loads only where a plot is drawn

@@ -11,7 +11,7 @@ import numpy as np
 from hepprune.core.classification import classification_metrics, roc_curve
 from hepprune.core.errors import ConfigError, DataError
 from hepprune.core.fixedpoint import rounding_advice
-from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, tolerance_warning
+from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, text_table, tolerance_warning
 from hepprune.core.task.regression import layer_sparsity_plot, multiplier_table, size_table
 
 
@@ -98,14 +98,12 @@ class Classification(Task):
             r.metrics["accuracy_shift"] = r.metrics["accuracy"] - base["accuracy"] if base else None
 
     def table(self, summary: dict[str, Any]) -> str:
-        lines = [f"\n{'model':<12}{'sparsity':>9}{'accuracy':>10}{'mean AUC':>10}{'multipliers':>13}"
-                 f"{'gzip bytes':>12}{'hls accuracy':>14}{'hls agree':>11}"]
-        for m in summary["models"]:
-            hls = (f"{m['hls_accuracy']:>14.4f}{m['hls_agreement']:>11.4f}" if "hls_accuracy" in m
-                   else f"{'-':>14}{'-':>11}")
-            lines.append(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['accuracy']:>10.4f}{m['auc_mean']:>10.4f}"
-                         f"{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
-        return "\n".join(lines)
+        rows = [[m["name"], f"{m['sparsity']:.3f}", f"{m['accuracy']:.4f}", f"{m['auc_mean']:.4f}",
+                 str(m["multipliers"]), str(m["gzip_bytes"]),
+                 *((f"{m['hls_accuracy']:.4f}", f"{m['hls_agreement']:.4f}") if "hls_accuracy" in m else ("-", "-"))]
+                for m in summary["models"]]
+        return text_table([("model", 12), ("sparsity", 9), ("accuracy", 10), ("mean AUC", 10), ("multipliers", 13),
+                           ("gzip bytes", 12), ("hls accuracy", 14), ("hls agree", 11)], rows)
 
     def markdown(self, summary: dict[str, Any]) -> str:
         classes, models = summary["class_names"], summary["models"]

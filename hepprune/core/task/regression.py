@@ -17,7 +17,7 @@ from hepprune.core import targets
 from hepprune.core.errors import ConfigError
 from hepprune.core.fixedpoint import rounding_advice
 from hepprune.core.results import Evaluation
-from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, tolerance_warning
+from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, text_table, tolerance_warning
 
 REFERENCE = "reference"
 
@@ -139,16 +139,14 @@ class Regression(Task):
                 "synth_latency_max_cycles": synth.get("latency_max_cycles")}
 
     def table(self, summary: dict[str, Any]) -> str:
-        lines = [f"\n{'model':<12}{'sparsity':>9}{'response':>10}{'resolution':>12}{'multipliers':>13}"
-                 f"{'gzip bytes':>12}{'hls max |d|':>13}{'hls response':>14}"]
-        for m in summary["models"]:
-            hls = (f"{m['hls_max_abs_diff']:>13.4g}{m['hls_response_median']:>14.4f}" if "hls_max_abs_diff" in m
-                   else f"{'-':>13}{'-':>14}")
-            lines.append(f"{m['name']:<12}{m['sparsity']:>9.3f}{m['response_median']:>10.4f}"
-                         f"{m['resolution_q68']:>12.4f}{m['multipliers']:>13}{m['gzip_bytes']:>12}{hls}")
+        rows = [[m["name"], f"{m['sparsity']:.3f}", f"{m['response_median']:.4f}", f"{m['resolution_q68']:.4f}",
+                 str(m["multipliers"]), str(m["gzip_bytes"]),
+                 *((f"{m['hls_max_abs_diff']:.4g}", f"{m['hls_response_median']:.4f}") if "hls_max_abs_diff" in m
+                   else ("-", "-"))] for m in summary["models"]]
         ref = summary[REFERENCE]
-        lines.append(f"{'raw ref.':<12}{'-':>9}{ref['response_median']:>10.4f}{ref['resolution_q68']:>12.4f}")
-        return "\n".join(lines)
+        rows.append(["raw ref.", "-", f"{ref['response_median']:.4f}", f"{ref['resolution_q68']:.4f}"])
+        return text_table([("model", 12), ("sparsity", 9), ("response", 10), ("resolution", 12), ("multipliers", 13),
+                           ("gzip bytes", 12), ("hls max |d|", 13), ("hls response", 14)], rows)
 
     def markdown(self, summary: dict[str, Any]) -> str:
         unit = summary["target_unit"]

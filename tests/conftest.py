@@ -101,6 +101,75 @@ def run(pruned_run, tmp_path):
     return tmp_path / "run"
 
 
+PLATEAU_CONFIG = textwrap.dedent("""
+    seed: 7
+    data: {batch_size: 32, shuffle_buffer: 2000}
+    model: {hidden_units: [32, 16]}
+    train: {epochs: 30, learning_rate: 0.01, early_stopping_patience: 2, reduce_lr_patience: 1,
+            reduce_lr_factor: 0.5}
+    prune: {targets: [0.5], epochs: 5, warmup_epochs: 1, pruning_epochs: 2}
+""")
+
+
+@pytest.fixture(scope="session")
+def plateau_run(tmp_path_factory):
+    """A tiny baseline whose validation loss stops improving within a few epochs:
+    its target (true/reference) is noise the inputs cannot predict, 480 training
+    events. Pretraining reduces the learning rate and stops early long before
+    train.epochs. Built once; copy it before changing it."""
+    root = tmp_path_factory.mktemp("plateau")
+    (root / "config.yaml").write_text(PLATEAU_CONFIG)
+    n = 600
+    rng = np.random.default_rng(21)
+    true = (rng.permutation(n) + 1) * 0.01
+    make_shard(root / "data.h5", n=n, seed=21, target=true, reference=true * rng.uniform(0.5, 1.5, n),
+               inputs=rng.normal(size=(n, 4)).astype(np.float32))
+    proc = subprocess.run([sys.executable, str(ROOT / "ptq/trainModel.py"), "--config", str(root / "config.yaml"),
+                           "--run-dir", str(root / "run"), "--data", str(root / "data.h5")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def saved_model_val_mae(stage: Path) -> float:
+    """A stage's saved model.h5's mean absolute error on the validation split
+    (the stage's config, the run's standardisation), recomputed outside the fit
+    loop; comparable with history.csv's val_loss for train.loss mae."""
+    from hepprune.core import config as config_mod
+    from hepprune.core import targets
+    from hepprune.core.backend import keras
+    from hepprune.data.prepare import prepare_data
+
+    cfg = config_mod.load(stage / "config.yaml")
+    assert cfg.train.loss == "mae" and cfg.task == "regression"
+    model = keras.models.load_model(str(stage / "model.h5"), compile=False)
+    with prepare_data(cfg, stage.parent / "baseline") as prepared:  # its saved standardisation
+        errors = [np.abs(np.asarray(model.predict_on_batch(x), np.float64).reshape(-1)
+                         - targets.encode(true, ref, cfg.data))
+                  for x, true, ref in prepared.batches("val", 1024)]
+    return float(np.concatenate(errors).mean())
+
+
+SYNTH = ROOT / "tests/data/synth"  # canned C-synthesis reports, and a stand-in vitis-run that writes them
+
+
+def install_stand_in_vitis(bin_dir: Path) -> Path:
+    """Executables ``vitis-run`` (tests/data/synth/vitis_run_stand_in.py) and
+    ``vitis_hls`` (which hls4ml 1.3 never calls: it logs and fails) in
+    ``bin_dir``, to put first on PATH; returns the JSON-lines log of their calls."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    log = bin_dir / "calls.jsonl"
+    stand_in = SYNTH / "vitis_run_stand_in.py"
+    scripts = {
+        "vitis-run": f"#!/bin/sh\nSTAND_IN_LOG='{log}' exec '{sys.executable}' '{stand_in}' \"$@\"\n",
+        "vitis_hls": f"#!/bin/sh\necho '{{\"tool\": \"vitis_hls\"}}' >> '{log}'\nexit 1\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return log
+
+
 def make_class_shard(path, n=2000, n_classes=3, n_features=6, image=False, seed=0):
     """A small classification shard: class-dependent feature means (learnable,
     not trivially separable), optionally with an 8x8x1 image view."""

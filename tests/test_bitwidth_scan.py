@@ -44,7 +44,7 @@ def test_width_precisions_follow_each_layer_range():
 def test_chosen_width_is_the_smallest_from_which_all_wider_pass(ok, chosen):
     from hepprune.ptq.quantization import choose_width
 
-    rows = [{"width": w, "within_tolerance": o} for w, o in zip([6, 8, 10, 12, 14], ok)]
+    rows = [{"width": w, "within_tolerance": o} for w, o in zip([6, 8, 10, 12, 14], ok, strict=True)]
     assert choose_width(rows) == chosen
 
 

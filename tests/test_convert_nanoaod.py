@@ -81,7 +81,7 @@ def test_values_match_an_independent_read(converted, events):
             np.float32(events.fixedGridRhoFastjetAll[e])
         assert d["inputs"][i, FEATURE_NAMES.index("Jet_eta")] == np.float32(events.Jet_eta[e][j])
     # Reference = raw pT = Jet_pt * (1 - Jet_rawFactor), also the Jet_rawPt input column.
-    raw_factor = np.array([events.Jet_rawFactor[int(e)][int(j)] for e, j in zip(ev, jet)], np.float32)
+    raw_factor = np.array([events.Jet_rawFactor[int(e)][int(j)] for e, j in zip(ev, jet, strict=True)], np.float32)
     expected = d["aux/Jet_pt"] * (np.float32(1) - raw_factor)
     np.testing.assert_allclose(d["reference"], expected, rtol=1e-6)
     np.testing.assert_array_equal(d["reference"], d["inputs"][:, FEATURE_NAMES.index("Jet_rawPt")])
@@ -94,7 +94,7 @@ def test_matched_jets_are_exactly_the_selection(converted, events):
     expected = {(e, j) for e in range(len(idx)) for j in range(len(idx[e]))
                 if 0 <= idx[e][j] < events.nGenJet[e]}
     assert len(expected) == N_MATCHED
-    assert set(zip(d["aux/event"].tolist(), d["aux/jet_index"].tolist())) == expected
+    assert set(zip(d["aux/event"].tolist(), d["aux/jet_index"].tolist(), strict=True)) == expected
 
 
 def test_physics_response_above_60_gev(converted):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from hepprune.core.config import PtqConfig
+
 pytestmark = pytest.mark.slow
 
 
@@ -23,7 +25,7 @@ def test_user_h5_example_runs(tmp_path):
 
     user = keras.models.load_model(str(tmp_path / "user_model.h5"), compile=False)
     adopted = keras.models.load_model(str(run / "baseline/model.h5"), compile=False)
-    for a, b in zip(adopted.get_weights(), user.get_weights()):
+    for a, b in zip(adopted.get_weights(), user.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     for target in ("0.50", "0.75"):
         pruned = json.loads((run / f"prune_{target}/metrics.json").read_text())
@@ -31,8 +33,11 @@ def test_user_h5_example_runs(tmp_path):
     summary = json.loads((run / "analysis/summary.json").read_text())
     assert [m["name"] for m in summary["models"]] == ["baseline", "prune_0.50", "prune_0.75"]
     for m in summary["models"]:
-        # raw-input activations overflow ap_fixed<16,6>: the widened export must follow Keras
-        assert m["hls_max_abs_diff"] < 0.5, m["name"]
-        assert abs(m["hls_response_median"] - m["response_median"]) < 0.05, m["name"]
+        # raw-input activations overflow ap_fixed<16,6>: the widened export must follow Keras.
+        # Measured max |diff| 0.023, 0.023 and 0.0058, response shifts -0.08, -0.04 and -0.14 %.
+        assert m["hls_inputs"] == "raw", m["name"]
+        assert m["hls_max_abs_diff"] < 0.05, (m["name"], m["hls_max_abs_diff"])
+        assert abs(m["hls_response_median"] - m["response_median"]) < 0.003, m["name"]
+        assert m["hls_response_ok"] is True and abs(m["hls_response_shift"]) <= PtqConfig().tolerance, m["name"]
         assert (run / "hls4ml" / m["name"] / "firmware").is_dir()
     assert "prune_0.75" in proc.stdout and "hls4ml projects" in proc.stdout

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, make_shard
 
+from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
 from hepprune.data import loader
@@ -135,8 +136,32 @@ def test_tf_dataset_streams_the_same_events(dataset):
     with loader.Reader(dataset) as reader:
         stats = loader.scan(reader, splits, cfg)
         ds = loader.as_tf_dataset(reader, splits["train"], cfg, stats, seed=3, epochs=range(2))
-        n = sum(int(t.shape[0]) for _, t in ds)
+        batches = [(x.numpy(), t.numpy()) for x, t in ds]
+    n = sum(len(t) for _, t in batches)
     assert n == 2 * loader.n_events(splits["train"])
+    # The events themselves: each epoch is exactly the train split as the files hold
+    # it (inputs standardised, target encoded), every event once, none from val/test.
+    x_file, t_file = [], []
+    for block in splits["train"]:
+        with h5py.File(dataset.shards[block.shard].path, "r") as f:
+            x_file.append(f["inputs"][block.start:block.stop].astype(np.float32))
+            true, ref = f["target"][block.start:block.stop], f["reference"][block.start:block.stop]
+            t_file.append(targets.encode(true.astype(np.float32), ref.astype(np.float32), cfg))
+    expected = _sorted_rows(stats.apply(np.concatenate(x_file)), np.concatenate(t_file))
+    x_all = np.concatenate([x for x, _ in batches])
+    t_all = np.concatenate([t for _, t in batches])
+    assert x_all.dtype == np.float32 and t_all.dtype == np.float32
+    half = n // 2
+    epochs = [(x_all[:half], t_all[:half]), (x_all[half:], t_all[half:])]
+    for x, t in epochs:
+        np.testing.assert_array_equal(_sorted_rows(x, t), expected)
+    assert not np.array_equal(epochs[0][1], epochs[1][1])  # the same events, in a new order
+
+
+def _sorted_rows(x, t):
+    """Rows (inputs..., target) in lexicographic order: a multiset of events."""
+    rows = np.column_stack([x, t])
+    return rows[np.lexsort(rows.T[::-1])]
 
 
 # ------------------------------------------------------------------ bad input

@@ -12,7 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, make_shard
+from conftest import ROOT, assert_one_line_error, make_shard, saved_model_val_mae
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +121,48 @@ def test_overwrite_with_bad_data_keeps_the_existing_baseline(tmp_path, shards, r
     assert_one_line_error(proc, "NaN or Inf")
     assert (tmp_path / "run/baseline/metrics.json").is_file()
     assert (tmp_path / "run/baseline/model.h5").is_file()
+
+
+def _history(stage):
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader((stage / "history.csv").open())]
+
+
+def test_plateau_reduces_the_learning_rate_stops_early_and_keeps_the_best_model(plateau_run):
+    """Validation stops improving (noise targets): the learning rate drops by
+    train.reduce_lr_factor after reduce_lr_patience epochs without improvement,
+    training stops early_stopping_patience epochs after the best one, and model.h5
+    holds the weights of the best epoch, not the last."""
+    from hepprune.core import config as config_mod
+
+    stage = plateau_run / "run/baseline"
+    t = config_mod.load(stage / "config.yaml").train
+    assert (t.early_stopping_patience, t.reduce_lr_patience, t.reduce_lr_factor) == (2, 1, 0.5)
+    metrics = json.loads((stage / "metrics.json").read_text())
+    rows = _history(stage)
+    val = [r["val_loss"] for r in rows]
+    assert metrics["stopped_early"] is True
+    assert metrics["epochs_run"] == len(rows) < t.epochs
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    best = metrics["best_epoch"]
+    assert val[best - 1] == min(val) and metrics["val_loss"] == pytest.approx(min(val), rel=1e-12)
+    assert best < len(rows) and best == len(rows) - t.early_stopping_patience  # stopped `patience` epochs later
+    assert all(v > val[best - 1] for v in val[best:])
+
+    # learning_rate is the rate each epoch ran with: it starts at train.learning_rate
+    # and is multiplied by the factor after every epoch that did not improve.
+    lrs = [r["learning_rate"] for r in rows]
+    assert lrs[0] == pytest.approx(t.learning_rate, rel=1e-6)
+    for i in range(1, len(rows)):
+        improved = val[i - 1] < min(val[:i - 1], default=np.inf)
+        expected = lrs[i - 1] if improved else max(lrs[i - 1] * t.reduce_lr_factor, t.min_learning_rate)
+        assert lrs[i] == pytest.approx(expected, rel=1e-6), (i + 1, lrs)
+    assert lrs[-1] < lrs[0]
+
+    # model.h5 is the best-validation model: its own validation loss is the best
+    # epoch's, and differs from the last epoch's.
+    saved = saved_model_val_mae(stage)
+    assert saved == pytest.approx(val[best - 1], rel=1e-5), (saved, val)
+    assert saved != pytest.approx(val[-1], rel=1e-3)
 
 
 # ------------------------------------------------------------------ bad input

@@ -13,7 +13,9 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, make_shard
+from conftest import PLATEAU_CONFIG, ROOT, assert_one_line_error, make_shard, saved_model_val_mae
+
+from hepprune.core import config as config_mod
 
 pytestmark = pytest.mark.slow
 
@@ -261,6 +263,41 @@ def test_block_granularity_handles_layers_that_cannot_take_the_block(run, run_cl
         assert abs(layer["achieved"] - 0.5) <= 0.01
 
 
+def test_pruning_never_stops_early_nor_reduces_the_learning_rate(plateau_run, run_cli, tmp_path):
+    """The plateau baseline was pretrained with train.early_stopping_patience 2 and
+    reduce_lr_patience 1, and pruning it does not improve the validation loss for
+    two epochs in a row: the train policy would stop and cut the learning rate.
+    Pruning runs all prune.epochs at prune.learning_rate and keeps the last
+    (pruned) weights."""
+    run = tmp_path / "run"
+    shutil.copytree(plateau_run / "run", run)
+    (tmp_path / "config.yaml").write_text(PLATEAU_CONFIG)
+    run_cli("prune/train_model_prune.py", "--config", tmp_path / "config.yaml", "--run-dir", run, check_ok=True)
+    stage = run / "prune_0.50"
+    cfg = config_mod.load(stage / "config.yaml")
+    t = cfg.train  # the baseline's, as the stage resolved it
+    assert (t.early_stopping_patience, t.reduce_lr_patience) == (2, 1) and cfg.prune.epochs == 5
+    rows = list(csv.DictReader((stage / "history.csv").open()))
+    val = [float(r["val_loss"]) for r in rows]
+    # The premise: the pretraining policy would have acted within these epochs.
+    best, wait, would_stop_at = np.inf, 0, None
+    for epoch, v in enumerate(val, 1):
+        best, wait = (v, 0) if v < best else (best, wait + 1)
+        if wait >= t.early_stopping_patience and would_stop_at is None:
+            would_stop_at = epoch
+    assert would_stop_at is not None and would_stop_at < cfg.prune.epochs, val
+    # Every epoch ran, at the pruning learning rate throughout.
+    m = _metrics(run, 0.5)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, cfg.prune.epochs + 1))
+    assert m["epochs_run"] == cfg.prune.epochs
+    assert json.loads((stage / "checkpoint/state.json").read_text())["stopped_early"] is False
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([cfg.prune.learning_rate] * len(rows), rel=1e-6)
+    # model.h5 holds the last epoch's (pruned) weights, not the best epoch's.
+    assert m["val_loss"] == val[-1] and val[-1] > min(val)
+    assert saved_model_val_mae(stage) == pytest.approx(val[-1], rel=1e-5)
+    assert all(abs(layer["achieved"] - 0.5) <= 0.01 for layer in m["layers"].values())
+
+
 def test_a_layer_that_misses_its_target_fails_the_run(run, run_cli):
     """tfmot keeps every weight at or above its magnitude threshold, so a kernel
     whose magnitudes are all equal cannot be masked at all; with a learning rate
@@ -273,6 +310,37 @@ def test_a_layer_that_misses_its_target_fails_the_run(run, run_cli):
     assert "fc2" not in error.split(" in ", 1)[1]
     assert (run / "prune_0.50/checkpoint/state.json").is_file()  # it did train
     assert not (run / "prune_0.50/metrics.json").exists() and not (run / "prune_0.50/model.h5").exists()
+
+
+@pytest.mark.parametrize("tied, fails", [(261, False), (262, True)])
+def test_a_near_miss_is_judged_exactly_at_the_tolerance(run, run_cli, tied, fails):
+    """fc2 has 32 x 16 = 512 weights, 256 of them to be removed for target 0.5.
+    tfmot keeps every weight at or above its magnitude threshold, so when `tied`
+    weights share the largest magnitude all of them stay and fc2 ends at
+    (512 - tied) / 512: 251/512 = 0.4902 misses by 0.0098, just inside
+    prune.tolerance 0.01, and passes; 250/512 = 0.4883 misses by 0.0117, just
+    beyond it, and fails. fc1 reaches 0.5, and the model as a whole (64 + 250 of
+    640 weights, 0.4906) would pass: the check is per layer. The learning rate is
+    too small to break the tie."""
+    rng = np.random.default_rng(0)
+    magnitudes = np.concatenate([np.full(tied, 0.1), np.linspace(0.001, 0.05, 512 - tied)])
+    with h5py.File(run / "baseline/model.h5", "a") as f:
+        kernel = f["model_weights/fc2/fc2/kernel:0"]
+        assert kernel.shape == (32, 16)
+        kernel[...] = (rng.permutation(magnitudes) * rng.choice([-1.0, 1.0], 512)).reshape(32, 16).astype(np.float32)
+    proc = _prune(run_cli, run, "--targets", "0.5", "--set", "prune.learning_rate=1.0e-30", "--set", "prune.epochs=4",
+                  "--set", "prune.pruning_epochs=2", check_ok=False)
+    if fails:
+        error = assert_one_line_error(proc, "prune_0.50: sparsity target 0.50 missed by more than 0.01 in fc2 (0.488)")
+        assert "fc1" not in error.split(" in ", 1)[1]
+        assert not (run / "prune_0.50/metrics.json").exists() and not (run / "prune_0.50/model.h5").exists()
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layers = _metrics(run, 0.5)["layers"]
+    assert layers["fc2"]["achieved"] == 251 / 512  # a near miss (0.0098), accepted
+    assert abs(layers["fc1"]["achieved"] - 0.5) <= 0.01
+    weights = _h5_weights(run / "prune_0.50/model.h5")
+    assert np.count_nonzero(weights["fc2/fc2/kernel:0"] == 0) == 251
 
 
 # ------------------------------------------------------------------ bad input
@@ -487,7 +555,7 @@ def test_shared_pruning_step_trains_exactly_as_per_layer_wrappers(granularity, t
     per_layer, _ = _train_wrapped(granularity, shared_step=False)
     shared, model = _train_wrapped(granularity, shared_step=True)
     assert len(shared) == len(per_layer)
-    for a, b in zip(per_layer, shared):
+    for a, b in zip(per_layer, shared, strict=True):
         np.testing.assert_array_equal(a, b)
     steps = [w for w in shared if w.dtype == np.int64]
     assert steps and all(int(s) == 4 * 32 for s in steps)  # every batch counted once per layer

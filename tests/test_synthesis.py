@@ -178,6 +178,42 @@ def test_run_synthesis_turns_a_failed_build_into_one_line(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_run_synthesis_drives_hls4ml_vitis_build_of_a_real_project(tmp_path, monkeypatch):
+    """A converted hls4ml project, built by hls4ml 1.3's own VitisBackend.build,
+    which runs `vitis-run --tcl build_prj.tcl --mode hls` in the project: a
+    stand-in vitis-run first on PATH writes the report Vitis HLS would, with
+    the project's part and clock, and run_synthesis returns its figures."""
+    import json
+
+    from conftest import install_stand_in_vitis
+
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
+    from hepprune.ptq.hls_bridge import convert
+
+    log = install_stand_in_vitis(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "bin"), os.environ["PATH"]]))
+    model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(4, activation="relu", name="fc1"),
+                              keras.layers.Dense(1, name="output")])
+    project = tmp_path / "hls4ml" / "tiny"
+    graph = convert(model, project, HlsConfig(part="xcvu9p-flga2104-2L-e", clock_period=4.0))
+    graph.write()
+    report = run_synthesis(graph, project)
+
+    (call,) = [json.loads(line) for line in log.read_text().splitlines()]  # vitis-run once, vitis_hls never
+    assert call["tool"] == "vitis-run" and call["argv"] == ["--tcl", "build_prj.tcl", "--mode", "hls"]
+    assert Path(call["cwd"]).resolve() == project.resolve()
+    assert {k: call["opt"][k] for k in ("csim", "synth", "cosim", "export", "vsynth")} == \
+        {"csim": "0", "synth": "1", "cosim": "0", "export": "0", "vsynth": "0"}  # C synthesis only
+    assert "stand-in vitis-run" in (project / "build_stdout.log").read_text()  # the tool's output, not stdout
+    # The figures of the report the build wrote: totals, latency and the per-layer rows.
+    assert report == {**parse_report(SYNTH / "vitis"), "part": "xcvu9p-flga2104-2L-e", "clock_target_ns": 4.0}
+    assert report["totals"] == {"DSP": 38, "LUT": 5873, "FF": 2145, "BRAM_18K": 0, "URAM": 0}
+    assert (report["latency_min_cycles"], report["latency_max_cycles"]) == (4, 4)
+    assert len(report["layers"]) == 3 and report["layers"][VITIS_TOP.format(2, 62)]["DSP"] == 32
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(find_hls_tool() is None, reason="needs vitis_hls or vivado_hls on PATH")
 def test_real_synthesis_of_a_tiny_dense_model(tmp_path):
     import numpy as np

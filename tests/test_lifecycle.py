@@ -145,3 +145,16 @@ def test_directory_names_keep_every_decimal_a_target_has():
     assert [prune_stage(t) for t in (0.3, 0.5, 0.75, 0.875, 0.88)] == \
         ["prune_0.30", "prune_0.50", "prune_0.75", "prune_0.875", "prune_0.88"]
     assert format_target(0.9375) == "0.9375"
+
+
+def test_hdf5_built_in_memory_is_the_file_keras_writes(tmp_path):
+    """Built in memory (so a full disk cannot leave HDF5 half-way), the bytes are still
+    those tf_keras writes to disk: h5_bytes and gzip_bytes in metrics.json do not change."""
+    from hepprune.core.backend import keras
+    from hepprune.core.fit import h5_image, weights_h5_image
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc1"), keras.layers.Dense(1)])
+    model.save(tmp_path / "m.h5", save_format="h5", include_optimizer=False)
+    model.save_weights(tmp_path / "w.h5", save_format="h5")
+    assert h5_image(model) == (tmp_path / "m.h5").read_bytes()
+    assert weights_h5_image(model) == (tmp_path / "w.h5").read_bytes()

@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import sys
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,25 +119,33 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
+def _in_memory_h5(write: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of an HDF5 file that ``write`` fills, built in memory. HDF5's
+    core driver lays the file out exactly as on disk (same bytes, same sizes
+    in metrics.json), but never touches the disk."""
+    with h5py.File(f"hepprune-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
+        write(f)
+        f.flush()
+        return bytes(f.id.get_file_image())
+
+
 def h5_image(model: Any) -> bytes:
-    """The tf_keras HDF5 file of ``model`` (without optimizer state), built in memory."""
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f, warnings.catch_warnings():
-        # HDF5 is "legacy" to Keras but it is what hls4ml and the design card expect.
-        warnings.simplefilter("ignore", UserWarning)
-        model.save(f, save_format="h5", include_optimizer=False)
-    return buf.getvalue()
+    """The tf_keras HDF5 file of ``model`` (without optimizer state)."""
+    def write(f: h5py.File) -> None:
+        with warnings.catch_warnings():
+            # HDF5 is "legacy" to Keras but it is what hls4ml and the design card expect.
+            warnings.simplefilter("ignore", UserWarning)
+            model.save(f, save_format="h5", include_optimizer=False)
+
+    return _in_memory_h5(write)
 
 
 def weights_h5_image(model: Any) -> bytes:
-    """What ``model.save_weights(path, save_format="h5")`` writes, built in
-    memory (tf_keras's own writer; its public call only takes a path)."""
+    """What ``model.save_weights(path, save_format="h5")`` writes (tf_keras's
+    own writer; its public call only takes a path)."""
     from tf_keras.src.saving.legacy import hdf5_format  # deferred: TensorFlow; tf_keras is pinned <2.22
 
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        hdf5_format.save_weights_to_hdf5_group(f, model)
-    return buf.getvalue()
+    return _in_memory_h5(lambda f: hdf5_format.save_weights_to_hdf5_group(f, model))
 
 
 def save_model_h5(model: Any, path: Path) -> bytes:

@@ -25,7 +25,7 @@ from hepprune.core.errors import ConfigError, RunError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.models import load_model, output_layers
 from hepprune.core.results import Evaluation, PruneResult
-from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, prune_stage
+from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, format_target, prune_stage
 from hepprune.core.task import task_of
 from hepprune.data.prepare import prepare_data
 from hepprune.prune.schedule import Schedule, derive_schedule
@@ -320,8 +320,9 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
     stage.begin()
     if worker.is_chief:
         artifacts.write_json(stage.path / "schedule.json", {"layers": layers, **schedule.to_dict()})
-    log.info("%s: pruning %s to %g, %s schedule, mask updates at steps %d..%d every %d "
-             "(%d updates, %d steps per epoch)", stage.path.name, ", ".join(layers), target, schedule.kind,
+    log.info("%s: pruning %s to %s, %s schedule, mask updates at steps %d..%d every %d "
+             "(%d updates, %d steps per epoch)", stage.path.name, ", ".join(layers), format_target(target),
+             schedule.kind,
              schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
              schedule.steps_per_epoch)
 
@@ -354,7 +355,8 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
     achieved = sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values())
     missed = {n: v["achieved"] for n, v in per_layer.items() if abs(v["achieved"] - target) > cfg.prune.tolerance}
     if missed:
-        raise RunError(f"{stage.path.name}: sparsity target {target:g} missed by more than {cfg.prune.tolerance:g} "
+        raise RunError(f"{stage.path.name}: sparsity target {format_target(target)} missed by more than "
+                       f"{cfg.prune.tolerance:g} "
                        f"in {', '.join(f'{n} ({a:.3f})' for n, a in missed.items())}; see {stage.path}/schedule.json")
 
     test, reference = evaluate(export, prepared.batches("test"), task, prepared.class_names)
@@ -375,5 +377,6 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
                                                             .get("filters", 0))) for n in layers},
         train_seconds_this_process=round(time.time() - t0, 2)))
     worker.barrier()
-    log.info("%s done: sparsity %.4f (target %g), test %s", stage.path.name, achieved, target, task.headline(test))
+    log.info("%s done: sparsity %.4f (target %s), test %s", stage.path.name, achieved, format_target(target),
+             task.headline(test))
     return metrics

@@ -20,7 +20,7 @@ from pathlib import Path
 from hepprune.core import config as config_mod
 from hepprune.core import distribute
 from hepprune.core.cli import ArgumentParser, run
-from hepprune.core.runs import resolve_config
+from hepprune.core.runs import format_target, resolve_config
 from hepprune.core.task import task_of
 from hepprune.prune import pruning
 
@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
     for m in filter(None, rows):  # None: a non-chief worker of a multi-worker step
-        log.info("%s: target %g achieved %.4f, test %s, gzip %d bytes", m["stage"], m["target_sparsity"],
+        log.info("%s: target %s achieved %.4f, test %s, gzip %d bytes", m["stage"],
+                 format_target(m["target_sparsity"]),
                  m["achieved_sparsity"], task_of(cfg).headline(m["test"]), m["gzip_bytes"])
     return 0
 

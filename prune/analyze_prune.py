@@ -22,6 +22,7 @@ from hepprune.core.cli import ArgumentParser, parse_models, parse_samples, run
 from hepprune.core.errors import ConfigError
 from hepprune.core.runs import ANALYSIS, config_text, finished_models, resolve_config
 from hepprune.core.task import task_of
+from hepprune.ptq import synthesis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,9 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
 
-    from hepprune.prune import analysis  # deferred: hls4ml and TensorFlow load after the config is checked
-    from hepprune.ptq import synthesis
-
     names = parse_models(args.models)
 
     synth_tool = None
@@ -53,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = parse_samples(args.samples, cfg.analysis.samples)
     finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = resolve_config(cfg, "analysis", run_dir=run_dir, data=args.data)
+    from hepprune.prune import analysis  # deferred: hls4ml and TensorFlow load after every cheap check
+
     out = run_dir / ANALYSIS
     task = task_of(cfg)
     with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:

@@ -37,17 +37,6 @@ NOT_PRUNED_QUIETLY = ("BatchNormalization", "LayerNormalization")  # weights, bu
 WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
 
 
-def parse_targets(text: str) -> list[float]:
-    try:
-        targets = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"--targets expects comma-separated numbers like 0.3,0.5,0.75, got '{text}'") from None
-    bad = [t for t in targets if not 0 < t < 1]
-    if not targets or bad:
-        raise ConfigError(f"--targets: every target sparsity must be in (0, 1), got '{text}'")
-    return targets
-
-
 def is_custom_prunable(layer) -> bool:
     """A user layer implementing tfmot's PrunableLayer (get_prunable_weights)."""
     from hepprune.core.backend import tfmot

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from hepprune.core import config as config_mod
 from hepprune.core import distribute
-from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.cli import ArgumentParser, parse_targets, run
 from hepprune.core.runs import format_target, resolve_config
 from hepprune.core.task import task_of
-from hepprune.prune import pruning
 
 log = logging.getLogger("hepprune.prune")
 
@@ -40,11 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_mod.load(args.config, args.overrides)
 
     if args.targets:
-        targets = pruning.parse_targets(args.targets)
+        targets = parse_targets(args.targets)
         cfg = config_mod.from_dict({**cfg.to_dict(), "prune": {**cfg.to_dict()["prune"], "targets": targets}})
     run_dir = Path(args.run_dir)
     cfg = resolve_config(cfg, "prune", run_dir=run_dir, data=args.data)
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
+    from hepprune.prune import pruning  # deferred: TensorFlow loads after the config is checked
+
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]
     for m in filter(None, rows):  # None: a non-chief worker of a multi-worker step

@@ -47,13 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"ptq.widths=[{','.join(map(str, _widths(args.widths)))}]")
     cfg = config_mod.load(args.config, overrides)
 
-    from hepprune.ptq import quantization  # deferred: hls4ml and TensorFlow load after the config is checked
-
     names = parse_models(args.models) or cfg.ptq.models or None
     run_dir = Path(args.run_dir)
     samples = parse_samples(args.samples, cfg.analysis.samples)
     finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = resolve_config(cfg, "scan", run_dir=run_dir, data=args.data)
+    from hepprune.ptq import quantization  # deferred: hls4ml and TensorFlow load after every cheap check
+
     task_of(cfg).refuse_pred_true("bitwidth_scan.py")
     results = quantization.scan_models(cfg, run_dir, samples=samples, names=names)
     print(f"\n{'model':<12}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in

@@ -116,3 +116,23 @@ def test_only_hepprune_is_importable_at_the_top():
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+CLIS = ("hepprune.ptq.trainModel", "hepprune.prune.train_model_prune", "hepprune.prune.analyze_prune",
+        "hepprune.prune.sensitivity_scan", "hepprune.ptq.bitwidth_scan", "hepprune.ptq.summarize_run",
+        "hepprune.slurm.submit", "hepprune.data.make_dataset", "hepprune.data.validate_dataset")
+
+
+def test_commands_check_their_input_before_loading_tensorflow_or_hls4ml():
+    """A bad option or config is refused in a second, not after TensorFlow's start-up:
+    importing a command loads none of the heavy libraries."""
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {CLIS!r}:
+            __import__(name)
+        print(sorted(h for h in ("tensorflow", "tf_keras", "tensorflow_model_optimization", "hls4ml",
+                                 "matplotlib", "uproot") if h in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", proc.stdout

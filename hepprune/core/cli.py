@@ -117,3 +117,15 @@ def parse_samples(text: str | None, default: int) -> int | None:
     if n < 1:
         raise ConfigError(f"--samples must be a positive integer or 'all', got '{text}'")
     return n
+
+
+def parse_targets(text: str) -> list[float]:
+    """``--targets 0.3,0.5``: the target sparsities, each in (0, 1)."""
+    try:
+        targets = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets expects comma-separated numbers like 0.3,0.5,0.75, got '{text}'") from None
+    bad = [t for t in targets if not 0 < t < 1]
+    if not targets or bad:
+        raise ConfigError(f"--targets: every target sparsity must be in (0, 1), got '{text}'")
+    return targets

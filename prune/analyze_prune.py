@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = run_dir / ANALYSIS
     task = task_of(cfg)
     with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:
+        stage.acquire()
         result = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
         stage.begin()
         stage.finish(analysis.write_outputs(task, result, out))

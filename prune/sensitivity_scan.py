@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     task_of(cfg).refuse_pred_true("sensitivity_scan.py")
     out = run_dir / SENSITIVITY
     with lifecycle.stage(out, config_text(cfg), overwrite=True) as stage:
+        stage.acquire()
         rows = sensitivity.scan(cfg, run_dir, points)
         baseline = artifacts.read_json(run_dir / BASELINE / artifacts.METRICS_FILE)
         stage.begin()

@@ -123,6 +123,7 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     results = {}
     for name, model_dir in models:
         with lifecycle.stage(run_dir / STAGE / name, config_text(cfg), overwrite=True) as stage:
+            stage.acquire()
             results[name] = _scan_model(cfg, name, load_model(model_dir / MODEL_FILE, cfg.model), std, x_raw,
                                         true, ref, stage)
     return results

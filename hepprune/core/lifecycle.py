@@ -49,9 +49,19 @@ class Stage:
     def __init__(self, path: Path, config_text: str, *, overwrite: bool = False, chief: bool = True):
         self.path, self.config_text, self.overwrite, self.chief = Path(path), config_text, overwrite, chief
         self._locks = contextlib.ExitStack()
+        self._held = False
 
     def close(self) -> None:
         self._locks.close()
+
+    def acquire(self) -> None:
+        """Take the stage's lock now (begin() takes it otherwise): for stages
+        that always redo their work and write beside their directory while
+        computing (the analysis writes RUN/hls4ml/), so a second process is
+        refused before it starts."""
+        if self.chief and not self._held:
+            self._locks.enter_context(lock(self.path))
+            self._held = True
 
     @property
     def config_file(self) -> Path:
@@ -76,7 +86,7 @@ class Stage:
         """Start (or continue) writing: every refusal has happened by now."""
         if not self.chief:
             return
-        self._locks.enter_context(lock(self.path))
+        self.acquire()
         if self.path.is_dir():
             for stale in artifacts.remove_stale_temporaries(self.path):
                 log.info("removed %s, left by an interrupted write", stale)

@@ -22,6 +22,7 @@ from hepprune.core.cli import ArgumentParser, parse_models, parse_samples, run
 from hepprune.core.errors import ConfigError
 from hepprune.core.runs import ANALYSIS, config_text, finished_models, resolve_config
 from hepprune.core.task import task_of
+from hepprune.ptq import synthesis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,8 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, [*args.overrides, *(["hls.simulate=false"] if args.no_hls else [])])
 
-    from hepprune.prune import analysis  # deferred: hls4ml and TensorFlow load after the config is checked
-    from hepprune.ptq import synthesis
+    from hepprune.prune import analysis  # noqa: PLC0415 - deferred: hls4ml, TensorFlow: after the config check
 
     names = parse_models(args.models)
 

@@ -6,7 +6,8 @@ schedule.json, metrics.json). One target can run alone (``--targets 0.5``),
 e.g. as one SLURM array task. Rerunning after a kill resumes.
 """
 
-if __package__ in (None, ""):  # `python prune/train_model_prune.py`: the working directory, not this folder, on sys.path
+# `python prune/train_model_prune.py`: the working directory, not this folder, on sys.path
+if __package__ in (None, ""):
     import os
     import sys
 

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"ptq.widths=[{','.join(map(str, _widths(args.widths)))}]")
     cfg = config_mod.load(args.config, overrides)
 
-    from hepprune.ptq import quantization  # deferred: hls4ml and TensorFlow load after the config is checked
+    from hepprune.ptq import quantization  # noqa: PLC0415 - deferred: hls4ml, TensorFlow: after the config check
 
     names = parse_models(args.models) or cfg.ptq.models or None
     run_dir = Path(args.run_dir)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hepprune.core.errors import ConfigError
+from hepprune.data.schema import write_shard
 
 log = logging.getLogger(__name__)
 
@@ -413,8 +414,6 @@ class _ShardTask:
 
 def _write_shard_task(task: _ShardTask) -> Path:
     """Generate and write one shard; top-level so spawned workers can run it."""
-    from hepprune.data.schema import write_shard  # h5py only where a file is written
-
     events = generate_shard(task.n_events, task.params, task.seed_seq, task.image,
                             task.batch_events)
     path = write_shard(

@@ -41,7 +41,7 @@ SOURCE = "hepprune digits converter (sklearn.datasets.load_digits)"
 def load() -> tuple[np.ndarray, np.ndarray]:
     """(images N x 8 x 8, labels N) from scikit-learn's bundled copy."""
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # noqa: PLC0415 - deferred: scikit-learn is optional (examples extra)
     except ImportError:
         raise HepPruneError("the digits example needs scikit-learn: pip install -e '.[examples]'") from None
     digits = load_digits()

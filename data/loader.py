@@ -19,6 +19,7 @@ events are never read by training.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Reader:
             f.close()
         self._files.clear()
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -137,7 +138,7 @@ class Standardization:
                 "std": self.std.reshape(-1).tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Standardization":
+    def from_dict(cls, d: dict) -> Standardization:
         shape = tuple(d["shape"])
         return cls(np.asarray(d["mean"], np.float32).reshape(shape),
                    np.asarray(d["std"], np.float32).reshape(shape),
@@ -180,6 +181,7 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
                 mean = mean + delta * nb / total
                 m2 = m2 + m2b + delta ** 2 * count * nb / total
                 count = total
+    assert mean is not None and m2 is not None  # split_blocks refuses an empty training split
     std = np.sqrt(m2 / count)
     # A feature that never varies (e.g. an always zero-suppressed tower) must
     # not divide by zero; it then passes through centred.
@@ -285,21 +287,21 @@ def iter_worker_windows(reader: Reader, blocks: list[Block], batch_size: int, n_
     if not mine:
         raise DataError(f"{n_events(blocks)} events cannot be shared by {workers} workers; use fewer workers")
     need = n_batches * batch_size
-    carry: tuple[np.ndarray, ...] | None = None
+    carry: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     while need > 0:
-        for window in iter_windows(reader, mine, batch_size, shuffle_buffer=shuffle_buffer, rng=rng,
-                                   standardization=standardization):
+        for x, true, ref in iter_windows(reader, mine, batch_size, shuffle_buffer=shuffle_buffer, rng=rng,
+                                         standardization=standardization):
             if carry is not None:
-                window = tuple(np.concatenate([c, w]) for c, w in zip(carry, window))
+                x, true, ref = (np.concatenate([c, w]) for c, w in zip(carry, (x, true, ref)))
                 carry = None
-            n = min(len(window[1]) // batch_size * batch_size, need)
+            n = min(len(true) // batch_size * batch_size, need)
             if n:
-                yield tuple(a[:n] for a in window)
+                yield x[:n], true[:n], ref[:n]
                 need -= n
             if need == 0:
                 return
-            if n < len(window[1]):
-                carry = tuple(a[n:] for a in window)
+            if n < len(true):
+                carry = x[n:], true[n:], ref[n:]
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -335,7 +337,7 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
     in C++, while the prefetch in between builds the next window. A
     per-batch generator measured 0.66x the in-memory ceiling here.
     """
-    from hepprune.core.backend import tf  # deferred: the loader's numpy side runs without TensorFlow
+    from hepprune.core.backend import tf  # noqa: PLC0415 - deferred: TensorFlow; the numpy side runs without it
 
     bs = cfg.batch_size
     encode = encode or (lambda true, ref: targets.encode(true, ref, cfg))
@@ -361,9 +363,7 @@ def as_tf_dataset(reader: Reader, blocks: list[Block], cfg: DataConfig, standard
 
 
 def _worker_dataset(reader, blocks, cfg, standardization, seed, epochs, shard, spec, encode):
-    import itertools
-
-    from hepprune.core.backend import tf
+    from hepprune.core.backend import tf  # noqa: PLC0415 - deferred: TensorFlow; the numpy side runs without it
 
     worker, workers, n_steps = shard
     if cfg.batch_size % workers:

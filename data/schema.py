@@ -257,6 +257,7 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
                     raise DataError(f"shards disagree on {key}: {first[0]} has {first[1][key]}, "
                                     f"{path} has {meta[key]}")
         shards.append(shard)
+    assert first is not None  # expand() refuses a pattern that matches no file
     meta = first[1]
     return DatasetInfo(
         shards=tuple(shards),

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from hepprune.core.cli import ArgumentParser, run
+from hepprune.data import loader
 from hepprune.data.schema import open_dataset
 
 
@@ -24,8 +25,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     info = open_dataset(args.pattern)
     if args.values:
-        from hepprune.data import loader
-
         with loader.Reader(info) as reader:
             for block in loader.all_blocks(info):
                 loader.check_finite(reader, block, reader.read(block))

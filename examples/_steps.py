@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,6 @@ def overrides(tiny: bool, settings: list[str]) -> list[str]:
 
 def parse_args(doc: str):
     """``--out DIR`` and ``--tiny``, the options every example takes; ``out`` resolved."""
-    import argparse
-
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tiny", action="store_true", help="a few epochs on little data (what the tests run)")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hepprune.core import artifacts
+from hepprune.core.backend import tf
 from hepprune.core.config import Config
 from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
@@ -40,8 +41,6 @@ def layer_sparsity(model) -> dict[str, float]:
 
 def tflite_sizes(model) -> tuple[int, int]:
     """Bytes of the float and the dynamic-range quantised TFLite model."""
-    from hepprune.core.backend import tf
-
     sizes = []
     for quantize in (False, True):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)

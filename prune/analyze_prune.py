@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = parse_samples(args.samples, cfg.analysis.samples)
     finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = resolve_config(cfg, "analysis", run_dir=run_dir, data=args.data)
-    from hepprune.prune import analysis  # deferred: hls4ml and TensorFlow load after every cheap check
+    from hepprune.prune import analysis  # noqa: PLC0415 - deferred: hls4ml, TensorFlow: after every cheap check
 
     out = run_dir / ANALYSIS
     task = task_of(cfg)

@@ -14,6 +14,7 @@ layer's bias, so the smaller model predicts exactly what the masked one does.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def _next_dense(model, name: str):
     """(elementwise layers in between, the next Dense) after ``name``."""
     seq = model.layers
     i = [layer.name for layer in seq].index(name)
-    between = []
+    between: list[Any] = []
     for layer in seq[i + 1:]:
         kind = type(layer).__name__
         if kind == "Dense":
@@ -132,7 +133,7 @@ def shrink_model(model, masks: dict[str, np.ndarray]):
     """A physically smaller Sequential model with the same predictions as
     ``model`` after :func:`apply_masks`."""
     check_supported(model, list(masks))
-    new_weights: dict[str, list[np.ndarray]] = {l.name: l.get_weights() for l in model.layers}
+    new_weights: dict[str, list[np.ndarray]] = {layer.name: layer.get_weights() for layer in model.layers}
     units: dict[str, int] = {}
     for name, keep in masks.items():
         layer = model.get_layer(name)

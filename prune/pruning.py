@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hepprune.core import artifacts, distribute, fit, lifecycle
+from hepprune.core.backend import keras, tf
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
 from hepprune.core.evaluation import evaluate
@@ -39,7 +40,7 @@ WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
 
 def is_custom_prunable(layer) -> bool:
     """A user layer implementing tfmot's PrunableLayer (get_prunable_weights)."""
-    from hepprune.core.backend import tfmot
+    from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
 
     return isinstance(layer, tfmot.sparsity.keras.PrunableLayer)
 
@@ -117,11 +118,11 @@ def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg, *, share
     False keeps it in each wrapper, as tfmot does (needed under a distribution
     strategy). Either way, fit it with tfmot's ``UpdatePruningStep`` callback.
     """
-    from hepprune.core.backend import keras, tfmot
-    from hepprune.prune import shared_step as shared
+    from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
+    from hepprune.prune import shared_step as shared  # noqa: PLC0415 - deferred: tfmot
 
     if cfg.granularity == "neuron":
-        from hepprune.prune.neuron import NeuronPruned, check_supported
+        from hepprune.prune.neuron import NeuronPruned, check_supported  # noqa: PLC0415 - deferred: tfmot
 
         check_supported(model, layers)
 
@@ -164,12 +165,12 @@ def mask_sparsity(model) -> dict[str, tuple[int, int]]:
 def strip(model, base_model, layers: list[str], granularity: str):
     """(plain model with the masks applied, model to export): the same model
     for weight pruning; for neuron pruning the export is physically smaller."""
-    from hepprune.core.backend import tfmot
+    from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
 
     if granularity != "neuron":
         stripped = tfmot.sparsity.keras.strip_pruning(model)
         return stripped, stripped
-    from hepprune.prune.neuron import apply_masks, shrink_model
+    from hepprune.prune.neuron import apply_masks, shrink_model  # noqa: PLC0415 - deferred: tfmot
 
     masks = {layer.layer.name: layer.mask.numpy() > 0.5 for layer in model.layers
              if getattr(layer, "layer", None) is not None and layer.layer.name in layers}
@@ -259,7 +260,7 @@ def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tupl
     schedule = derive_schedule(cfg.prune, target, steps_per_epoch)
     layers = select_layers(model, cfg.prune.include, cfg.prune.exclude)
     if cfg.prune.granularity == "neuron":
-        from hepprune.prune.neuron import check_supported
+        from hepprune.prune.neuron import check_supported  # noqa: PLC0415 - deferred: tfmot, only for neuron pruning
 
         check_supported(model, layers)
     check_reachable(model, layers, target, cfg.prune)
@@ -290,7 +291,7 @@ def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool =
 
 
 def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, prepared, worker) -> dict | None:
-    from hepprune.core.backend import keras, tf, tfmot  # deferred: TensorFlow loads after the config is checked
+    from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
 
     task = task_of(cfg)
     if not worker.distributed:  # a strategy outlives Keras' session state, so keep it then

@@ -57,7 +57,7 @@ class Schedule:
 
     def tfmot(self):
         """The tfmot PruningSchedule object."""
-        from hepprune.core.backend import tfmot
+        from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
 
         sk = tfmot.sparsity.keras
         if self.kind == "constant":

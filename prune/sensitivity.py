@@ -44,7 +44,7 @@ def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float):
-    from hepprune.prune.neuron import apply_masks, keep_mask
+    from hepprune.prune.neuron import apply_masks, keep_mask  # noqa: PLC0415 - deferred: TensorFlow and tfmot
 
     model.set_weights(base_weights)
     if sparsity == 0:
@@ -61,8 +61,8 @@ def _pruned_copy(base_weights, model, layers, granularity: str, sparsity: float)
 
 
 def scan(cfg: Config, run_dir: Path, points=DEFAULT_POINTS) -> list[dict]:
-    from hepprune.core.models import load_model  # deferred: TensorFlow loads after the config is checked
-    from hepprune.prune import pruning
+    from hepprune.core.models import load_model  # noqa: PLC0415 - deferred: TensorFlow, after the config is checked
+    from hepprune.prune import pruning  # noqa: PLC0415 - deferred: TensorFlow, after the config is checked
 
     if any(not 0 <= p < 1 for p in points):
         raise ConfigError(f"sensitivity points must be in [0, 1), got {list(points)}")
@@ -77,7 +77,7 @@ def _scan(cfg: Config, prepared, model, points, pruning) -> list[dict]:
     layers = pruning.select_layers(model, cfg.prune.include, cfg.prune.exclude)
     granularities = ["weight", "neuron"]
     try:
-        from hepprune.prune.neuron import check_supported
+        from hepprune.prune.neuron import check_supported  # noqa: PLC0415 - deferred: tfmot, only for the neuron scan
 
         check_supported(model, layers)
     except ConfigError as exc:
@@ -117,10 +117,10 @@ def write_outputs(rows: list[dict], out: Path, baseline_val_loss: float) -> Sens
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - deferred: matplotlib loads only where a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - deferred: matplotlib, after its backend is chosen
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for granularity in sorted({r["granularity"] for r in rows}):

@@ -6,7 +6,8 @@ schedule.json, metrics.json). One target can run alone (``--targets 0.5``),
 e.g. as one SLURM array task. Rerunning after a kill resumes.
 """
 
-if __package__ in (None, ""):  # `python prune/train_model_prune.py`: the working directory, not this folder, on sys.path
+# `python prune/train_model_prune.py`: the working directory, not this folder, on sys.path
+if __package__ in (None, ""):
     import os
     import sys
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     cfg = resolve_config(cfg, "prune", run_dir=run_dir, data=args.data)
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
-    from hepprune.prune import pruning  # deferred: TensorFlow loads after the config is checked
+    from hepprune.prune import pruning  # noqa: PLC0415 - deferred: TensorFlow: after the config check
 
     pruning.check_sweep(cfg, run_dir)  # refuse before the first target trains
     rows = [pruning.prune_target(cfg, run_dir, t, overwrite=args.overwrite) for t in cfg.prune.targets]

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = parse_samples(args.samples, cfg.analysis.samples)
     finished_models(run_dir, names)  # refuse an empty run or unknown name before loading anything
     cfg = resolve_config(cfg, "scan", run_dir=run_dir, data=args.data)
-    from hepprune.ptq import quantization  # deferred: hls4ml and TensorFlow load after every cheap check
+    from hepprune.ptq import quantization  # noqa: PLC0415 - deferred: hls4ml, TensorFlow: after every cheap check
 
     task_of(cfg).refuse_pred_true("bitwidth_scan.py")
     results = quantization.scan_models(cfg, run_dir, samples=samples, names=names)

@@ -57,12 +57,15 @@ def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None) -
     """Per-layer and total multipliers, estimated DSPs and BRAM18Ks of a tf_keras
     model; ``layer_precisions`` (hls4ml LayerName settings, as the export used)
     override a layer's weight width, which decides DSP or LUT multipliers."""
-    default_width, _ = precision_bits(hls.precision)
+    default_bits = precision_bits(hls.precision)
+    assert default_bits is not None, hls.precision  # HlsConfig refuses any other
+    default_width = default_bits[0]
     drops_zeros = hls.strategy != "resource"
     layers = {}
     for name, kernel in weighted_kernels(model).items():
         weight = (layer_precisions or {}).get(name, {}).get("Precision", {}).get("weight")
-        width = precision_bits(weight)[0] if weight and precision_bits(weight) else default_width
+        weight_bits = precision_bits(weight) if weight else None
+        width = weight_bits[0] if weight_bits else default_width
         mults = layer_multipliers(kernel, hls.reuse_factor, drops_zeros)
         layers[name] = {"weights": int(kernel.size), "zeros": int(np.count_nonzero(kernel == 0)),
                         "multipliers": mults, "dsp": mults if width >= hls.dsp_min_bits else 0,

@@ -12,13 +12,17 @@ vendor tools.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
+from hepprune.core.backend import keras
 from hepprune.core.config import HlsConfig
 from hepprune.core.errors import HepPruneError
 from hepprune.core.fixedpoint import HEADROOM, accumulator_precision, int_bits, parse_fixed, sized, widened, with_modes
@@ -33,9 +37,9 @@ STRATEGIES = {"latency": "Latency", "resource": "Resource", "resource_unrolled":
 
 def _hls4ml():
     try:
-        import hls4ml  # noqa: F401
-        from hls4ml.converters.keras_v2_to_hls import keras_v2_to_hls
-        from hls4ml.utils.config import create_config
+        import hls4ml  # noqa: F401, PLC0415 - deferred: hls4ml loads only where a model is exported
+        from hls4ml.converters.keras_v2_to_hls import keras_v2_to_hls  # noqa: PLC0415 - deferred: hls4ml
+        from hls4ml.utils.config import create_config  # noqa: PLC0415 - deferred: hls4ml
     except ImportError as exc:  # pragma: no cover - hls4ml is a dependency
         raise HepPruneError(f"hls4ml is not importable ({exc}); reinstall hepprune (pip install -e .)") from None
     return keras_v2_to_hls, create_config
@@ -48,7 +52,7 @@ def raw_input_precisions(folded, x_chunks, input_name: str, frac_bits: int = 10)
     the first layer's weights, biases and accumulator are sized from the
     actual ranges (25 % headroom), with ``frac_bits`` fractional bits.
     ``x_chunks``: the raw inputs, as arrays of events (one pass)."""
-    first = next(l for l in folded.layers if type(l).__name__ == "Dense")
+    first = next(layer for layer in folded.layers if type(layer).__name__ == "Dense")
     w, b = first.get_weights()[0], first.get_weights()[1] if first.use_bias else np.zeros(first.units)
     x_max = acc_max = 0.0
     for x in x_chunks:
@@ -76,7 +80,7 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
     try:
         return keras_v2_to_hls(config)
     except Exception as exc:  # hls4ml raises bare Exceptions naming the layer type
-        layer = next((l.name for l in model.layers if type(l).__name__ in str(exc)), None)
+        layer = next((candidate.name for candidate in model.layers if type(candidate).__name__ in str(exc)), None)
         where = f"layer {layer} ({type(model.get_layer(layer)).__name__})" if layer else "the model"
         raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
 
@@ -84,8 +88,6 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
 def _csim_chunk(lib: str, function: str, firmware_dir: str, x: np.ndarray, n_out: int) -> np.ndarray:
     """hls4ml's per-sample loop (ModelGraph._predict) for one input, run on
     the compiled library alone, so a worker needs neither TensorFlow nor hls4ml."""
-    import ctypes
-
     os.chdir(firmware_dir)  # as hls4ml does: weights may be read from firmware/weights
     top = getattr(ctypes.cdll.LoadLibrary(lib), function)
     row = np.ctypeslib.ndpointer(ctypes.c_float, flags="C_CONTIGUOUS")
@@ -108,9 +110,6 @@ def csim_predict(graph, x: np.ndarray, processes: int | None = None) -> np.ndarr
     the child on a lock some thread held (seen here, intermittently). Being
     separate processes, an abort inside the simulation library (ap_types
     asserts on some types) becomes a CsimError instead of killing the caller."""
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     cfg = graph.config
     out_dir = Path(cfg.get_output_dir()).resolve()
     lib = str(out_dir / "firmware" / f"{cfg.get_project_name()}-{cfg.get_config_value('Stamp')}.so")
@@ -132,9 +131,7 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
     """A copy of ``model`` that takes raw inputs: the first Dense layer absorbs
     (x - mean) / std, i.e. W' = W / std[:, None] and b' = b - (mean / std) @ W.
     So the firmware takes detector inputs directly."""
-    from hepprune.core.backend import keras
-
-    first = next((l for l in model.layers if l.weights), None)
+    first = next((layer for layer in model.layers if layer.weights), None)
     if first is None or type(first).__name__ != "Dense" or np.ndim(mean) != 1:
         kind = type(first).__name__ if first is not None else "no weighted layer"
         raise HepPruneError(f"cannot fold the input standardisation into the first layer ({kind}); "
@@ -191,7 +188,9 @@ def widen_overflowing(model, x_chunks, precisions: dict | None, default: str) ->
     activations in the hundreds, far beyond ap_fixed<16,6>'s +-32, and
     fixed point wraps around. Layers within range keep the default, so the
     usual standardised networks export exactly as before."""
-    integer = parse_fixed(default).integer
+    parsed = parse_fixed(default)
+    assert parsed is not None, default  # the config's hls.precision, validated
+    integer = parsed.integer
     out = {k: {"Precision": dict(v.get("Precision", {}))} for k, v in (precisions or {}).items()}
     ranges = layer_ranges_over(model, x_chunks)
     needs = {name: int_bits(HEADROOM * r["result"]) for name, r in ranges.items() if name != model.input_names[0]}

@@ -3,8 +3,9 @@
 A scan varies one number, the total width W. Each layer's integer bits I
 come from the ranges that layer really sees on held-out events (weights,
 biases, outputs), so no bit is spent on range a layer never uses and the
-rest of the W bits are fractional; accumulators get hls4ml's exact type. Every W is exported with hls4ml and C-simulated, bit-accurately,
-on the same events. The chosen W is the smallest from which every wider W
+rest of the W bits are fractional; accumulators get hls4ml's exact type.
+Every W is exported with hls4ml and C-simulated, bit-accurately, on the
+same events. The chosen W is the smallest from which every wider W
 keeps response and resolution within a relative tolerance of the float
 model (a lucky narrow width below a failing one is not trusted).
 """
@@ -18,6 +19,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +84,7 @@ def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Conf
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         graphs = list(pool.map(build, widths))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for width, graph in zip(widths, graphs):
         try:
             y = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
@@ -164,10 +166,10 @@ def write_scan(result: dict, out: Path) -> ScanResult:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib  # deferred: plotting loads only where a plot is drawn
+    import matplotlib  # noqa: PLC0415 - deferred: matplotlib loads only where a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - deferred: matplotlib, after its backend is chosen
 
     rows = [r for r in result["widths"] if r["response_median"] is not None]  # not the aborted ones
     ref, tol = result["float"], result["tolerance"]

@@ -53,10 +53,11 @@ def preactivation_ranges(model, x: np.ndarray) -> dict[str, float]:
     (Dense(..., activation="relu")): hls4ml stores it in the layer's own
     result type before its separate activation layer, and a ReLU output
     hides how negative it gets."""
-    fused = [l for l in model.layers if l.weights and l.get_config().get("activation") not in (None, "linear")]
+    fused = [layer for layer in model.layers
+             if layer.weights and layer.get_config().get("activation") not in (None, "linear")]
     if not fused:
         return {}
-    inputs = keras.Model(model.inputs, [l.input for l in fused]).predict(x, batch_size=8192, verbose=0)
+    inputs = keras.Model(model.inputs, [layer.input for layer in fused]).predict(x, batch_size=8192, verbose=0)
     inputs = inputs if isinstance(inputs, list) else [inputs]
     out = {}
     for layer, i in zip(fused, inputs):

@@ -77,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scans = sorted(p for p in (run_dir / "ptq").glob("*") if artifacts.is_complete(p))
     if scans:
         print("\nBit-width scan (ptq/bitwidth_scan.py): smallest ap_fixed width within tolerance of float")
-        for p in scans:
-            m = artifacts.read_json(p / artifacts.METRICS_FILE)
-            print(f"  {m['model']:<12} W = {m['chosen_width'] or 'none in the scanned range'}"
-                  f"{'  (I per layer in scan.json; project ' + str(p / 'hls4ml') + ')' if m['chosen_width'] else ''}")
+        for scan_dir in scans:
+            m = artifacts.read_json(scan_dir / artifacts.METRICS_FILE)
+            project = f"  (I per layer in scan.json; project {scan_dir / 'hls4ml'})" if m["chosen_width"] else ""
+            print(f"  {m['model']:<12} W = {m['chosen_width'] or 'none in the scanned range'}{project}")
     hls = run_dir / "hls4ml"
     if hls.is_dir():
         print(f"{hls}: hls4ml projects {' '.join(sorted(p.name + '/' for p in hls.iterdir() if p.is_dir()))}")

@@ -129,7 +129,7 @@ def parse_instance_table(rpt_path: Path) -> dict:
     of the same name, which is skipped). Empty if the design has no instances
     (``N/A``) or the report has no such table."""
     lines = rpt_path.read_text(errors="replace").splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == "== Utilization Estimates"), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == "== Utilization Estimates"), None)
     if start is None:
         log.info("%s has no utilization section; no per-layer breakdown", rpt_path)
         return {}
@@ -139,10 +139,10 @@ def parse_instance_table(rpt_path: Path) -> dict:
     head = next((i for i in range(detail, len(lines)) if lines[i].strip().startswith("* Instance:")), None)
     if head is None:
         return {}
-    body = [l for l in lines[head + 1:] if l.strip()]
+    body = [line for line in lines[head + 1:] if line.strip()]
     if not body or body[0].strip() == "N/A":
         return {}
-    header = next((_cells(l) for l in body[:3] if "Instance" in l and "Module" in l), None)
+    header = next((_cells(line) for line in body[:3] if "Instance" in line and "Module" in line), None)
     if header is None:
         raise RunError(f"malformed C-synthesis report {rpt_path}: the Instance table has no header")
     columns = {("DSP" if name.startswith("DSP") else name): i for i, name in enumerate(header)}

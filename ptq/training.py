@@ -42,8 +42,8 @@ def train_baseline(cfg: Config, run_dir: str | os.PathLike, *, overwrite: bool =
 
 
 def _train(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: distribute.Worker) -> dict | None:
-    from hepprune.core.backend import keras, tf  # deferred: TensorFlow loads after the config is checked
-    from hepprune.core.models import new_model
+    from hepprune.core.backend import keras, tf  # noqa: PLC0415 - deferred: TensorFlow, after the config is checked
+    from hepprune.core.models import new_model  # noqa: PLC0415 - deferred: TensorFlow, after the config is checked
 
     task = task_of(cfg)
     keras.utils.set_random_seed(cfg.seed)
@@ -89,8 +89,8 @@ def _train(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
 def _adopt(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: distribute.Worker) -> dict | None:
     """``model.from_file`` as the baseline: checked against the dataset and
     the task, evaluated like a trained baseline, and written with nothing trained."""
-    from hepprune.core.backend import keras  # deferred: TensorFlow loads after the config is checked
-    from hepprune.core.models import check_model, from_file_path, load_model
+    from hepprune.core.backend import keras  # noqa: PLC0415 - deferred: TensorFlow, after the config is checked
+    from hepprune.core.models import check_model, from_file_path, load_model  # noqa: PLC0415 - deferred: TensorFlow
 
     task = task_of(cfg)
     path = from_file_path(cfg.model)

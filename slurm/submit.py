@@ -28,6 +28,7 @@ from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
 from hepprune.core.runs import resolve_config
+from hepprune.data.schema import open_dataset
 from hepprune.slurm.scripts import Paths, render, render_tensorboard
 
 log = logging.getLogger("hepprune.submit")
@@ -53,7 +54,8 @@ def check_run_dir(cfg: Config, run_dir: Path) -> None:
         for key, value in mine[section].items():
             if base[section].get(key) != value:
                 raise ConfigError(f"the config disagrees with {saved} about {section}.{key} "
-                                  f"({value!r} vs {base[section].get(key)!r}); use another --run-dir or the same settings")
+                                  f"({value!r} vs {base[section].get(key)!r}); use another --run-dir or the same "
+                                  "settings")
 
 
 def _sbatch_time_minutes(text: str) -> float | None:
@@ -102,7 +104,8 @@ def sbatch_command(script: Path, dependencies: list[str]) -> list[str]:
 def _submit(cmd: list[str]) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RunError(f"sbatch refused {cmd[-1]}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+        raise RunError(f"sbatch refused {cmd[-1]}: {why}")
     return proc.stdout.strip().split(";")[0]
 
 
@@ -140,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(as `make demo` does) or submit from a cluster login node")
         check_partition(cfg, list(scripts))
         if not args.tensorboard:  # the jobs would fail minutes or hours later, in the queue
-            from hepprune.data.schema import open_dataset
-
             open_dataset(cfg.data.path)
     slurm_dir = run_dir / "slurm"
     if not args.dry_run:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import PRUNED_RUN_CONFIG as CONFIG
-from conftest import assert_one_line_error
+from conftest import ROOT, assert_one_line_error
 
 from hepprune.core.config import PtqConfig
 
@@ -93,8 +93,6 @@ def test_run_with_no_models(tmp_path, run_cli):
 
 
 def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
-    import numpy as np
-
     from hepprune.core.backend import keras
     from hepprune.ptq.hls_bridge import fold_standardization
 
@@ -176,8 +174,6 @@ def test_synth_puts_the_vendor_figures_in_every_output(run, run_cli, tmp_path, m
 
 
 def test_report_shows_the_vendor_synthesis_table(run, run_cli):
-    from conftest import ROOT
-
     from hepprune.core import config
     from hepprune.core.task import task_of
     from hepprune.ptq.synthesis import parse_report
@@ -191,7 +187,8 @@ def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     assert "| prune_0.50 | vitis_hls 2023.2 | xcvu13p-flga2577-2-e | 38 | 5873 | 2145 | 0 | 4-4 | 1-1 | 3.412 |" in md
     assert "| baseline | vitis_hls" not in md  # only models that were synthesised
     # The vendor totals also sit beside the estimates in the firmware-cost table.
-    row = next(line for line in md.splitlines() if line.startswith("| prune_0.50 |") and "| 38 | 5873 | 2145 | 0 |" in line)
+    row = next(line for line in md.splitlines()
+               if line.startswith("| prune_0.50 |") and "| 38 | 5873 | 2145 | 0 |" in line)
     assert row.endswith("| 38 | 5873 | 2145 | 0 |")
     assert any(line.startswith("| baseline |") and line.endswith("| - | - | - | - |") for line in md.splitlines())
 

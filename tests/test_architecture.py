@@ -4,6 +4,7 @@ and no module imports itself back through others."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,18 @@ def test_commands_check_their_input_before_loading_tensorflow_or_hls4ml():
     proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_every_import_inside_a_function_says_what_it_defers():
+    """ruff (PLC0415) refuses an import inside a function in library code unless
+    the line carries ``# noqa: PLC0415``; this holds each of those to its reason:
+    ``- deferred: <what it keeps from loading early>`` (TensorFlow, tfmot,
+    hls4ml, uproot, matplotlib)."""
+    folders = [*FOLDERS.values(), ROOT / "hepprune", ROOT / "examples"]
+    files = sorted({p for folder in folders for p in folder.rglob("*.py")})
+    marked = [(path, n, line) for path in files for n, line in enumerate(path.read_text().splitlines(), 1)
+              if "PLC0415" in line]
+    assert marked, "no deferred import found: is the check looking in the right folders?"
+    bare = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path, n, line in marked
+            if not re.search(r"# noqa: [A-Z0-9, ]*PLC0415 - deferred: \S", line)]
+    assert not bare, "say what the import defers, as `# noqa: PLC0415 - deferred: TensorFlow ...`:\n" + "\n".join(bare)

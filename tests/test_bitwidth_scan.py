@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -118,15 +120,13 @@ def test_layer_ranges_are_the_largest_magnitudes_seen():
 def test_an_abort_inside_the_c_simulation_is_an_error_not_a_crash(tmp_path):
     """ap_types asserts abort the process that runs the simulation library; the
     workers take that, and the caller gets a CsimError it can report."""
-    import subprocess
-    from types import SimpleNamespace
-
     from hepprune.ptq.hls_bridge import CsimError, csim_predict
 
     firmware = tmp_path / "firmware"
     firmware.mkdir()
     src = tmp_path / "lib.c"
-    src.write_text("#include <stdlib.h>\nvoid hepprune_float(float *x, float *y) { if (x[0] > 1) abort(); y[0] = 2 * x[0]; }\n")
+    src.write_text("#include <stdlib.h>\n"
+                   "void hepprune_float(float *x, float *y) { if (x[0] > 1) abort(); y[0] = 2 * x[0]; }\n")
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(firmware / "hepprune-s1.so"), str(src)], check=True)
     config = SimpleNamespace(get_output_dir=lambda: str(tmp_path), get_project_name=lambda: "hepprune",
                              get_config_value=lambda key: "s1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -200,8 +201,6 @@ def test_cli_bad_events_per_shard(tmp_path):
 
 
 def test_several_inputs_by_glob(converted, tmp_path):
-    import shutil
-
     for name in ("a.root", "b.root"):
         shutil.copy(SAMPLE, tmp_path / name)
     result = convert([str(tmp_path / "*.root"), str(tmp_path / "a.root")], tmp_path / "out",

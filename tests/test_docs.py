@@ -1,5 +1,6 @@
 """The README stays true: every config key, command and set-up step it promises exists."""
 
+import configparser
 import re
 
 from conftest import ROOT
@@ -24,8 +25,6 @@ def test_readme_commands_exist():
 
 
 def test_readme_lists_every_console_command():
-    import configparser
-
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     commands = [line.split("=")[0].strip() for line in setup["options.entry_points"]["console_scripts"].splitlines()

@@ -98,7 +98,8 @@ def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
     from hepprune.ptq.firmware import firmware_cost
 
     model = keras.Sequential([keras.Input((8, 2)), keras.layers.Conv1D(3, 3, name="conv1"),
-                              keras.layers.Flatten(), ScaledDense(5, name="scaled"), keras.layers.Dense(1, name="output")])
+                              keras.layers.Flatten(), ScaledDense(5, name="scaled"),
+                              keras.layers.Dense(1, name="output")])
     w = model.get_layer("scaled").get_weights()
     w[0][:2, :] = 0  # 10 of the 90 kernel weights; the scale is not multiplied in the count
     model.get_layer("scaled").set_weights(w)

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import h5py
 import numpy as np
 import pytest
-from conftest import PRUNED_RUN_CONFIG, ROOT, make_shard
+from conftest import PRUNED_RUN_CONFIG, ROOT, assert_one_line_error, make_shard
 
 pytestmark = pytest.mark.slow
 
@@ -119,8 +120,6 @@ def test_a_failing_parent_cancels_its_dependents(slurm_cluster, tmp_path, run_cl
 
 
 def test_a_missing_dataset_is_refused_before_submitting(slurm_cluster, tmp_path, run_cli):
-    from conftest import assert_one_line_error
-
     (tmp_path / "config.yaml").write_text(CONFIG)
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run",
@@ -179,8 +178,6 @@ def test_usr1_during_the_set_up_lines_requeues_too(slurm_cluster, tmp_path, run_
 def test_tensorboard_job_serves_the_run_and_prints_the_tunnel(slurm_cluster, pruned_run, tmp_path, run_cli):
     """The monitoring job as a user submits it: its log holds the ssh -L command, and the
     port it names serves the run's pruning sparsity."""
-    import urllib.request
-
     (tmp_path / "config.yaml").write_text(CONFIG.replace("  signal_seconds: 60\n",
                                                          "  signal_seconds: 60\n  tensorboard: {time: '00:10:00'}\n"))
     shutil.copytree(pruned_run / "run", tmp_path / "run")
@@ -222,8 +219,6 @@ def _logs(tmp_path) -> str:
      "slurm.pretrain.time exceeds partition short's MaxTime 00:30:00"),
 ])
 def test_invalid_partition_or_time_is_refused_before_submitting(slurm_cluster, tmp_path, run_cli, extra, fragment):
-    from conftest import assert_one_line_error
-
     (tmp_path / "config.yaml").write_text("data: {path: /data/x.h5}\n" + extra)
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     proc = run_cli("slurm/submit.py", "--config", tmp_path / "config.yaml", "--run-dir", tmp_path / "run")

@@ -2,10 +2,11 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error
+from conftest import ROOT, assert_one_line_error, make_shard
 
 from hepprune.core import config
 from hepprune.slurm.scripts import Paths, render, render_tensorboard
@@ -13,7 +14,8 @@ from hepprune.slurm.scripts import Paths, render, render_tensorboard
 GOLDEN = ROOT / "tests" / "golden"
 GOLDEN_CONFIG = {
     "prune": {"targets": [0.3, 0.5, 0.75]},
-    "slurm": {"partition": "gpu", "account": "cms-l1", "setup": ["module load python/3.11", "source ~/venvs/hep/bin/activate"],
+    "slurm": {"partition": "gpu", "account": "cms-l1",
+              "setup": ["module load python/3.11", "source ~/venvs/hep/bin/activate"],
               "extra": ["--qos=normal"], "signal_seconds": 600, "synth": True,
               "pretrain": {"time": "1-00:00:00", "cpus": 8, "mem": "32G", "gpus": 1}},
 }
@@ -56,8 +58,6 @@ def test_multiworker_leaves_the_other_stages_single_process():
 
 
 def test_multiworker_outside_srun_is_refused(tmp_path, run_cli):
-    from conftest import make_shard
-
     make_shard(tmp_path / "d.h5", n=600)
     (tmp_path / "c.yaml").write_text("distribute: {strategy: multiworker}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -114,8 +114,6 @@ def test_run_dir_with_whitespace_is_refused(tmp_path, run_cli):
 def test_sbatch_not_found_hints_at_running_locally(tmp_path, run_cli, monkeypatch):
     (tmp_path / "c.yaml").write_text("data: {path: /data/x.h5}\n")
     monkeypatch.setenv("PATH", str(Path(os.__file__).parent))  # python's lib dir: no sbatch there
-    import sys
-
     proc = subprocess.run([sys.executable, str(ROOT / "slurm/submit.py"), "--config", str(tmp_path / "c.yaml"),
                            "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT)
     assert_one_line_error(proc, "sbatch not found", "run the stages locally")

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from hepprune.core.errors import RunError
@@ -58,7 +59,7 @@ def test_vivado_report_is_read_exactly_and_dsp48e_is_called_dsp():
         },
     }
     # The layers are the whole "Instance" row of the utilization summary.
-    assert sum(l["DSP"] for l in report["layers"].values()) == report["totals"]["DSP"]
+    assert sum(layer["DSP"] for layer in report["layers"].values()) == report["totals"]["DSP"]
 
 
 def test_aggregate_csynth_xml_without_text_report_has_no_layers(tmp_path):
@@ -216,8 +217,6 @@ def test_run_synthesis_drives_hls4ml_vitis_build_of_a_real_project(tmp_path, mon
 @pytest.mark.slow
 @pytest.mark.skipif(find_hls_tool() is None, reason="needs vitis_hls or vivado_hls on PATH")
 def test_real_synthesis_of_a_tiny_dense_model(tmp_path):
-    import numpy as np
-
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
     from hepprune.ptq.hls_bridge import convert

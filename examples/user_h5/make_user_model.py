@@ -27,7 +27,8 @@ def main() -> int:
     p.add_argument("--events", type=int, default=200_000, help="events to train on (first of each shard)")
     args = p.parse_args()
 
-    from hepprune.core.backend import keras  # tf_keras (Keras 2): what tfmot can prune
+    # tf_keras (Keras 2): what tfmot can prune
+    from hepprune.core.backend import keras  # noqa: PLC0415 - deferred: TensorFlow loads after the arguments are parsed
 
     xs, ys = [], []
     for path in sorted(glob.glob(args.data)):

@@ -49,10 +49,10 @@ def collect(out: Path) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - deferred: matplotlib loads only where the plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - deferred: matplotlib, after its backend is chosen
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     dense = rows[0]

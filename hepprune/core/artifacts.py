@@ -26,7 +26,7 @@ METRICS_FILE = "metrics.json"
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     For writers that want a file name (h5py, tf_keras) rather than a stream.
@@ -64,7 +64,7 @@ def _raise_if_full(exc: OSError, path: Path) -> None:
         raise DiskFull(f"no space left on device writing {path}") from None
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
     """Delete the hidden temporary files (``.NAME.XXXX.tmp``) a killed write
     left in ``directory`` and below; they are never part of a result."""
     stale = [p for p in Path(directory).rglob(f".*{TMP_SUFFIX}") if p.is_file()]
@@ -73,12 +73,12 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -100,14 +100,14 @@ def non_finite(obj: Any, where: str = "") -> str | None:
     return None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     bad = non_finite(obj)
     if bad:
         raise RunError(f"{bad} is not a finite number; {path} is not written (JSON has no NaN or Inf)")
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> dict:
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON object this project wrote; a damaged file (a job killed by hand,
     an edit) is a RunError naming it, not a parser traceback."""
     try:
@@ -121,12 +121,12 @@ def read_json(path: str | os.PathLike) -> dict:
     return value
 
 
-def write_metrics(stage_dir: str | os.PathLike, metrics: dict) -> Path:
+def write_metrics(stage_dir: str | os.PathLike[str], metrics: dict[str, Any]) -> Path:
     """Write the stage's metrics.json, the marker that the stage finished."""
     path = Path(stage_dir) / METRICS_FILE
     write_json(path, metrics)
     return path
 
 
-def is_complete(stage_dir: str | os.PathLike) -> bool:
+def is_complete(stage_dir: str | os.PathLike[str]) -> bool:
     return (Path(stage_dir) / METRICS_FILE).is_file()

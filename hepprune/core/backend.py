@@ -9,13 +9,15 @@ them from here, so the variable is set exactly once, in time.
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep SLURM logs readable
 
 
 @contextlib.contextmanager
-def quiet_stderr():
+def quiet_stderr() -> Iterator[None]:
     """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written to
     fd 2 before its log level applies; hide them so a bad input ends in one
     readable line. HEPPRUNE_DEBUG=1 shows them. Python errors still surface."""
@@ -34,21 +36,24 @@ def quiet_stderr():
 
 
 with quiet_stderr():
-    import tensorflow as tf  # noqa: E402
-    import tf_keras as keras  # noqa: E402
+    import tensorflow as tf
+    import tf_keras as keras
 
     # Device discovery prints "failed call to cuInit" on CPU-only nodes; do it
     # here, quietly. (It lists devices without starting the runtime, so a
     # multi-worker strategy can still be set up afterwards.)
     tf.config.list_physical_devices()
 
+if TYPE_CHECKING:  # at run time the module __getattr__ below imports it on first use
+    import tensorflow_model_optimization as tfmot
+
 __all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # tfmot costs ~1 s to import and only the pruning stage needs it.
     if name == "tfmot":
-        import tensorflow_model_optimization as tfmot
+        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s) on first use
 
         return tfmot
     raise AttributeError(name)

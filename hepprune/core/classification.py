@@ -9,6 +9,8 @@ roc        per class, the curve (false-positive rate, true-positive rate).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -37,7 +39,8 @@ def roc_curve(score: np.ndarray, positive: np.ndarray, points: int = 201) -> tup
     return np.r_[0.0, fpr, 1.0], np.r_[0.0, tpr, 1.0]
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict:
+def classification_metrics(probs: np.ndarray, labels: np.ndarray,
+                           class_names: tuple[str, ...]) -> dict[str, Any]:
     probs = np.asarray(probs, np.float64).reshape(len(labels), -1)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     if labels.size == 0:
@@ -48,7 +51,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: t
             "auc_mean": float(np.mean(finite)) if finite else float("nan"), "auc": auc}
 
 
-def headline(test: dict) -> str:
+def headline(test: dict[str, Any]) -> str:
     """One log line's worth of a model's test metrics, for either task."""
     if "accuracy" in test:
         return f"accuracy {test['accuracy']:.4f}, mean AUC {test['auc_mean']:.4f}"

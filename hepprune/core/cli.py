@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hepprune.core.errors import ConfigError, HepPruneError
 
@@ -90,7 +91,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit 2, like every other bad input."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str) -> NoReturn:  # argparse API
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")
 
 

@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import re
 import typing
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from hepprune.core.errors import ConfigError
 from hepprune.core.fixedpoint import check_precision
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def _opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
+Section = TypeVar("Section", bound="DataclassInstance")
+
+
+def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, ge: float | None = None,
          gt: float | None = None, le: float | None = None, lt: float | None = None,
          factory: Any = None, pattern: tuple[str, str] | None = None) -> Any:
     """A documented config field; ``pattern`` is (regex the whole value must
@@ -74,12 +81,12 @@ class ModelConfig:
                         pattern=(r"|" + MODULE_ATTR[0], MODULE_ATTR[1]))
     from_file: str = _opt("", "a pretrained tf_keras .h5 model that becomes the baseline as it is "
                           "(ptq/trainModel.py evaluates it instead of training)")
-    custom_objects: list = _opt(None, "'module.path:Name' of each custom layer or object the models need to "
-                                "load (registered under Name)", factory=list)
-    hidden_units: list = _opt(None, "units of each hidden Dense layer", factory=lambda: [64, 32, 16])
+    custom_objects: list[str] = _opt(None, "'module.path:Name' of each custom layer or object the models need to "
+                                     "load (registered under Name)", factory=list)
+    hidden_units: list[int] = _opt(None, "units of each hidden Dense layer", factory=lambda: [64, 32, 16])
     activation: str = _opt("relu", "hidden-layer activation", choices=("relu", "tanh", "sigmoid"))
     batch_norm: bool = _opt(False, "BatchNormalization after each hidden Dense/Conv2D")
-    conv_filters: list = _opt(None, "filters of each Conv2D layer (cnn only)", factory=lambda: [8, 16])
+    conv_filters: list[int] = _opt(None, "filters of each Conv2D layer (cnn only)", factory=lambda: [8, 16])
     kernel_size: int = _opt(3, "Conv2D kernel size (cnn only)", ge=1)
     pool_size: int = _opt(0, "MaxPooling2D size after each Conv2D, 0 = none (cnn only)", ge=0)
 
@@ -113,8 +120,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    targets: list = _opt(None, "final sparsities of the sweep, each in (0, 1); --targets overrides",
-                         factory=lambda: [0.3, 0.5, 0.75])
+    targets: list[float] = _opt(None, "final sparsities of the sweep, each in (0, 1); --targets overrides",
+                                factory=lambda: [0.3, 0.5, 0.75])
     epochs: int = _opt(10, "total epochs per target: warm-up + pruning ramp + fine-tuning", ge=1)
     warmup_epochs: int = _opt(3, "epochs with the pruning wrappers in place but nothing removed", ge=0)
     pruning_epochs: int = _opt(4, "epochs over which sparsity ramps to the target (the rest fine-tunes)", ge=1)
@@ -127,11 +134,11 @@ class PruneConfig:
     min_mask_updates: int = _opt(10, "fewest mask updates a ramp may have; fewer is refused", ge=1)
     granularity: str = _opt("unstructured", "unstructured (magnitude), block (block_size) or neuron "
                             "(whole output units by L2 norm)", choices=("unstructured", "block", "neuron"))
-    block_size: list = _opt(None, "tfmot block_size [rows, cols] for granularity=block",
-                            factory=lambda: [1, 4])
-    include: list = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv1D/"
-                         "Conv2D except the output layer", factory=list)
-    exclude: list = _opt(None, "layer names or patterns never to prune", factory=list)
+    block_size: list[int] = _opt(None, "tfmot block_size [rows, cols] for granularity=block",
+                                 factory=lambda: [1, 4])
+    include: list[str] = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv1D/"
+                              "Conv2D except the output layer", factory=list)
+    exclude: list[str] = _opt(None, "layer names or patterns never to prune", factory=list)
     learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)
     tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer; at most 0.01, the "
@@ -170,8 +177,8 @@ class AnalysisConfig:
     samples: int = _opt(1000, "held-out test events compared per model; --samples all streams the whole "
                         "test split (the bit-width scan holds it in memory)", ge=1)
     n_bins: int = _opt(5, "quantile bins in the true value for binned metrics (used when bins is empty)", ge=1)
-    bins: list = _opt(None, "explicit bin edges in the true value (target units); empty = quantile bins",
-                      factory=list)
+    bins: list[float] = _opt(None, "explicit bin edges in the true value (target units); empty = quantile bins",
+                             factory=list)
     bootstrap: int = _opt(200, "bootstrap resamples for statistical uncertainties; 0 = none", ge=0)
 
     def __post_init__(self) -> None:
@@ -207,13 +214,13 @@ class HlsConfig:
 
 @dataclass(frozen=True)
 class PtqConfig:
-    widths: list = _opt(None, "total bit widths W of ap_fixed<W,I> the bit-width scan C-simulates; I comes "
-                        "from each layer's ranges", factory=lambda: [6, 8, 10, 12, 14, 16, 18])
+    widths: list[int] = _opt(None, "total bit widths W of ap_fixed<W,I> the bit-width scan C-simulates; I comes "
+                             "from each layer's ranges", factory=lambda: [6, 8, 10, 12, 14, 16, 18])
     tolerance: float = _opt(0.01, "relative change of response and resolution vs float still accepted when "
                             "choosing the smallest width; the analysis flags a firmware response further "
                             "off", gt=0, lt=1)
-    models: list = _opt(None, "models the bit-width scan runs on (e.g. baseline, prune_0.75); empty = every "
-                        "finished model; --models overrides", factory=list)
+    models: list[str] = _opt(None, "models the bit-width scan runs on (e.g. baseline, prune_0.75); empty = every "
+                             "finished model; --models overrides", factory=list)
 
     def __post_init__(self) -> None:
         w = self.widths
@@ -245,7 +252,7 @@ class SlurmStage:
     gpus: int = _opt(0, "GPUs per node (--gres=gpu:N); 0 = none", ge=0)
 
 
-def _stage(time: str, cpus: int, mem: str):
+def _stage(time: str, cpus: int, mem: str) -> Callable[[], SlurmStage]:
     return lambda: SlurmStage(time=time, cpus=cpus, mem=mem)
 
 
@@ -253,9 +260,9 @@ def _stage(time: str, cpus: int, mem: str):
 class SlurmConfig:
     partition: str = _opt("", "partition for every job; empty = the cluster's default")
     account: str = _opt("", "account to charge; empty = your default")
-    setup: list = _opt(None, "shell lines run before each stage, e.g. module load, source .venv/bin/activate; "
-                       "empty = activate the checkout's .venv if it exists", factory=list)
-    extra: list = _opt(None, "extra #SBATCH flags for every job, e.g. --qos=normal", factory=list)
+    setup: list[str] = _opt(None, "shell lines run before each stage, e.g. module load, source .venv/bin/activate; "
+                            "empty = activate the checkout's .venv if it exists", factory=list)
+    extra: list[str] = _opt(None, "extra #SBATCH flags for every job, e.g. --qos=normal", factory=list)
     signal_seconds: int = _opt(300, "seconds before the time limit (or on preemption) at which a job gets "
                                "USR1, checkpoints and requeues itself", ge=10)
     synth: bool = _opt(False, "also submit a C-synthesis job (needs vitis_hls/vivado_hls on its nodes)")
@@ -301,7 +308,7 @@ class Config:
                     raise ConfigError(f"{key} {size} is not divisible by distribute.workers "
                                       f"{self.distribute.workers}: each worker takes an equal share of a batch")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -321,7 +328,7 @@ class Loader(yaml.SafeLoader):
       (``1.0e-3``) and reads ``1e-3`` as a string.
     """
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -339,7 +346,7 @@ Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=Loader)  # safe: Loader is a SafeLoader subclass
 
 
 # ---------------------------------------------------------------- validation
@@ -351,6 +358,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
+    tp = typing.get_origin(tp) or tp  # list[int] -> list: the items are checked by the section itself
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -371,21 +379,21 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
 
 
-def _check_range(key: str, value: Any, meta: dict) -> None:
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     pattern = meta.get("pattern")
     if pattern and not re.fullmatch(pattern[0], str(value).strip(), re.I):
         raise ConfigError(f"{key} must be {pattern[1]}, got {value!r}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+    for bound, ok, word in (("ge", operator.ge, ">="), ("gt", operator.gt, ">"),
+                            ("le", operator.le, "<="), ("lt", operator.lt, "<")):
         b = meta.get(bound)
         if b is not None and not ok(value, b):
             raise ConfigError(f"{key} must be {word} {b:g}, got {value!r}")
 
 
-def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
+def _build(cls: type[Section], raw: Any, prefix: str, base: Section | None = None) -> Section:
     """``cls`` from a raw mapping; unset keys keep ``base``'s values (a nested
     section's own defaults) or the class defaults."""
     where = prefix.rstrip(".") or "the config"
@@ -402,9 +410,9 @@ def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
     kwargs = {}
     for name, value in raw.items():
         key, tp = f"{prefix}{name}", hints[name]
-        if dataclasses.is_dataclass(tp):
-            default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-            kwargs[name] = _build(tp, value, f"{key}.", default)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            factory = fields[name].default_factory  # dataclasses.MISSING (not callable) when there is none
+            kwargs[name] = _build(tp, value, f"{key}.", factory() if callable(factory) else None)
         else:
             kwargs[name] = _coerce(key, value, tp)
             _check_range(key, kwargs[name], fields[name].metadata)
@@ -415,7 +423,7 @@ def from_dict(raw: Any) -> Config:
     return _build(Config, raw, "")
 
 
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config dict."""
     raw = dict(raw or {})
     for item in overrides or []:
@@ -436,7 +444,7 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return raw
 
 
-def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+def load(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config; a missing path means all defaults."""
     raw: Any = {}
     if path is not None:
@@ -462,7 +470,8 @@ def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> 
     return from_dict(apply_overrides(raw, overrides))
 
 
-def describe(cls: type = Config, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str]]:
+def describe(cls: type[DataclassInstance] = Config, prefix: str = "",
+             instance: Any = None) -> list[tuple[str, str, str]]:
     """(key, default, doc) for every key: the README's config table comes from here."""
     rows = []
     hints = typing.get_type_hints(cls)
@@ -470,7 +479,7 @@ def describe(cls: type = Config, prefix: str = "", instance: Any = None) -> list
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = getattr(instance, f.name)
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows.extend(describe(tp, f"{prefix}{f.name}.", default))
             continue
         rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("doc", "")))

@@ -23,8 +23,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
@@ -41,7 +44,7 @@ class Worker:
 
     index: int = 0
     workers: int = 1
-    strategy: object = None
+    strategy: Any = None  # a tf.distribute.MultiWorkerMirroredStrategy
     _scratch: Path | None = field(default=None, repr=False)
 
     @property
@@ -52,7 +55,7 @@ class Worker:
     def distributed(self) -> bool:
         return self.strategy is not None
 
-    def scope(self):
+    def scope(self) -> AbstractContextManager[Any]:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def write_dir(self, stage: Path) -> Path:
@@ -70,7 +73,7 @@ class Worker:
         crashed to the others' heartbeat checks."""
         if self.strategy is None:
             return
-        from hepprune.core.backend import tf
+        from hepprune.core.backend import tf  # noqa: PLC0415 - deferred: TensorFlow, only under a strategy
 
         s = self.strategy
         s.reduce(tf.distribute.ReduceOp.SUM, s.run(lambda: tf.constant(1.0)), axis=None)
@@ -91,7 +94,7 @@ def _slurm_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keys}
 
 
-_STRATEGY: dict[str, object] = {}  # a process can join its step's collective only once
+_STRATEGY: dict[str, Worker] = {}  # a process can join its step's collective only once
 
 
 def start(cfg: Config) -> Worker:
@@ -111,7 +114,7 @@ def start(cfg: Config) -> Worker:
 
 def _join() -> Worker:
     env = _slurm_env()
-    from hepprune.core.backend import quiet_stderr, tf
+    from hepprune.core.backend import quiet_stderr, tf  # noqa: PLC0415 - deferred: TensorFlow, after the srun check
 
     # The resolver zips tasks with "GPUs"; one pseudo-GPU per task keeps it
     # working on CPU nodes (gpus_per_node=0 crashes it), and auto_set_gpu=False
@@ -133,7 +136,7 @@ def _join() -> Worker:
     return worker
 
 
-def local_copy(model, rebuild):
+def local_copy(model: Any, rebuild: Callable[[], Any]) -> Any:
     """``model``'s weights in an ordinary (non-distributed) model from ``rebuild()``."""
     twin = rebuild()
     twin.set_weights(model.get_weights())

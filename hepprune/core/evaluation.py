@@ -8,6 +8,7 @@ compare (energies for a regression, class probabilities for a classifier).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from hepprune.core.task import Task
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def predict(model, batches: Iterable[Batch], task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: Any, batches: Iterable[Batch], task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predictions, true, reference) over every batch, unshuffled."""
     preds, trues, refs = [], [], []
     for x, true, ref in batches:
@@ -26,7 +27,8 @@ def predict(model, batches: Iterable[Batch], task: Task) -> tuple[np.ndarray, np
     return np.concatenate(preds), np.concatenate(trues), np.concatenate(refs)
 
 
-def evaluate(model, batches: Iterable[Batch], task: Task, class_names: tuple[str, ...]) -> tuple[dict, dict | None]:
+def evaluate(model: Any, batches: Iterable[Batch], task: Task,
+             class_names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the model's metrics, the raw reference's or None) on the batches."""
     pred, true, ref = predict(model, batches, task)
     return task.metrics(pred, true, class_names), task.reference_metrics(ref, true)

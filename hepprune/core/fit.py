@@ -143,7 +143,7 @@ def h5_image(model: Any) -> bytes:
 def weights_h5_image(model: Any) -> bytes:
     """What ``model.save_weights(path, save_format="h5")`` writes (tf_keras's
     own writer; its public call only takes a path)."""
-    from tf_keras.src.saving.legacy import hdf5_format  # deferred: TensorFlow; tf_keras is pinned <2.22
+    from tf_keras.src.saving.legacy import hdf5_format  # noqa: PLC0415 - deferred: TensorFlow; tf_keras is pinned <2.22
 
     return _in_memory_h5(lambda f: hdf5_format.save_weights_to_hdf5_group(f, model))
 
@@ -175,7 +175,7 @@ def _diverged(epoch: int, logs: dict[str, Any], lr: float) -> str | None:
 def _make_callback(keras: Any, tf: Any) -> type:
     """The checkpoint/plateau callback, built lazily so tf is imported only here."""
 
-    class ResumableTraining(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class ResumableTraining(keras.callbacks.Callback):  # type: ignore[misc]
         """Commits a resumable checkpoint every epoch and owns early stopping and
         learning-rate reduction, so their counters survive a kill too."""
 
@@ -241,7 +241,7 @@ def fit_resumable(model: Any, stage: Path, data: Callable[[int, int], FitData], 
     checkpoint, reads its own share of the data, and commits its checkpoints
     to :meth:`Worker.write_dir` (saving is a collective, so all must).
     """
-    from hepprune.core.backend import keras, tf  # deferred: TensorFlow loads only where a model trains
+    from hepprune.core.backend import keras, tf  # noqa: PLC0415 - deferred: TensorFlow loads only where a model trains
 
     worker = worker or Worker()
     read_dir = stage / CKPT_DIR

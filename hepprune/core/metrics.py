@@ -21,7 +21,7 @@ def _ratio(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return ratio
 
 
-def ratio_stats(ratio: np.ndarray) -> dict:
+def ratio_stats(ratio: np.ndarray) -> dict[str, float]:
     q16, q25, q50, q75, q84 = np.quantile(ratio, [Q_LOW, 0.25, 0.5, 0.75, Q_HIGH])
     return {
         "response_median": float(q50),
@@ -32,13 +32,13 @@ def ratio_stats(ratio: np.ndarray) -> dict:
     }
 
 
-def response_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+def response_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     ratio = _ratio(pred, true)
     return {"n_events": int(ratio.size), **ratio_stats(ratio)}
 
 
 def response_metrics_with_errors(pred: np.ndarray, true: np.ndarray, *, n_bootstrap: int = 200,
-                                 seed: int = 0) -> dict:
+                                 seed: int = 0) -> dict[str, float]:
     """:func:`response_metrics` plus ``<name>_err``: the standard deviation of
     each statistic over ``n_bootstrap`` resamples of the events."""
     ratio = _ratio(pred, true)
@@ -61,7 +61,7 @@ def quantile_bins(true: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def binned_metrics(pred: np.ndarray, true: np.ndarray, edges: np.ndarray, *, n_bootstrap: int = 200,
-                   seed: int = 0) -> list[dict]:
+                   seed: int = 0) -> list[dict[str, float]]:
     """Response metrics in bins of the true value; the last bin includes its
     upper edge. Empty bins are reported with ``n_events`` 0 and no metrics."""
     true = np.asarray(true, np.float64).reshape(-1)

@@ -22,6 +22,7 @@ import importlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from hepprune.core.backend import keras
 from hepprune.core.config import Config, ModelConfig
@@ -35,7 +36,7 @@ WEIGHTLESS_TYPES = ("Activation", "Softmax", "Flatten", "Reshape", "Dropout", "R
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int = 1,
-                output_activation: str | None = None) -> "keras.Model":
+                output_activation: str | None = None) -> keras.Model:
     """The built-in network: ``n_outputs`` outputs, linear or through
     ``output_activation`` (the task's: softmax for classification)."""
     layers = keras.layers
@@ -61,7 +62,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int =
     return model
 
 
-def _import(spec: str, key: str):
+def _import(spec: str, key: str) -> Any:
+    """The object ``spec`` names: a user's builder function, custom layer or other custom object."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -74,15 +76,15 @@ def _import(spec: str, key: str):
         raise ConfigError(f"{key}: module '{module_name}' has no attribute '{attr}'") from None
 
 
-def custom_objects(cfg: ModelConfig) -> dict:
+def custom_objects(cfg: ModelConfig) -> dict[str, Any]:
     """Name -> object for every ``model.custom_objects`` entry."""
     return {spec.partition(":")[2]: _import(spec, "model.custom_objects") for spec in cfg.custom_objects}
 
 
-def load_model(path: str | os.PathLike, cfg: ModelConfig):
+def load_model(path: str | os.PathLike[str], cfg: ModelConfig) -> Any:
     """A tf_keras model from an HDF5 file, with the config's custom objects
     (and tfmot's, for files holding pruning wrappers)."""
-    from hepprune.core.backend import tfmot
+    from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is read
 
     objects = custom_objects(cfg)
     try:
@@ -96,11 +98,11 @@ def load_model(path: str | os.PathLike, cfg: ModelConfig):
         raise ConfigError(f"cannot load {path}: {exc}") from None
 
 
-def is_tf_keras_model(obj) -> bool:
+def is_tf_keras_model(obj: object) -> bool:
     return isinstance(obj, keras.Model)
 
 
-def check_model(model, input_shape: tuple[int, ...], task: Task, n_classes: int, where: str) -> None:
+def check_model(model: Any, input_shape: tuple[int, ...], task: Task, n_classes: int, where: str) -> None:
     """Refuse, in one line, a model the workflow cannot train, prune or
     export: not tf_keras, subclassed, several inputs or outputs, the wrong
     input shape, or an output that does not fit the task."""
@@ -122,7 +124,7 @@ def check_model(model, input_shape: tuple[int, ...], task: Task, n_classes: int,
     task.check_outputs(model.outputs[0].shape[-1], n_classes, where)
 
 
-def new_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int):
+def new_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> Any:
     """An uncompiled model to pretrain: the user's builder or the built-in network."""
     custom_objects(cfg.model)  # fail on a bad entry before training, not when a later stage loads the model
     task = task_of(cfg)
@@ -139,11 +141,13 @@ def new_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int):
     return model
 
 
-def output_layers(model) -> list[str]:
+def output_layers(model: Any) -> list[str]:
     """Names of the weighted layers that produce the model's output, found by
     walking back through weightless layers (activations, flatten, ...); the
     pruning stage leaves them dense by default."""
-    names, frontier, seen = [], [model.outputs[0]], set()
+    names: list[str] = []
+    frontier: list[Any] = [model.outputs[0]]
+    seen: set[int] = set()
     while frontier:
         tensor = frontier.pop()
         layer = tensor._keras_history.layer

@@ -18,18 +18,24 @@ from hepprune.core.config import DataConfig
 
 
 def encode(true: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    t: np.ndarray
     if cfg.target_transform == "ratio":
-        return (true / np.maximum(reference, cfg.reference_floor)).astype(np.float32)
-    if cfg.target_transform == "log":
-        return np.log(true).astype(np.float32)
-    return (true / cfg.target_scale).astype(np.float32)
+        t = (true / np.maximum(reference, cfg.reference_floor)).astype(np.float32)
+    elif cfg.target_transform == "log":
+        t = np.log(true).astype(np.float32)
+    else:
+        t = (true / cfg.target_scale).astype(np.float32)
+    return t
 
 
 def decode(t: np.ndarray, reference: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """Predicted true value (target units) from the network output ``t``."""
     t = np.asarray(t, dtype=np.float64).reshape(-1)
+    out: np.ndarray
     if cfg.target_transform == "ratio":
-        return t * np.maximum(reference, cfg.reference_floor)
-    if cfg.target_transform == "log":
-        return np.exp(np.clip(t, -50.0, 50.0))
-    return t * cfg.target_scale
+        out = t * np.maximum(reference, cfg.reference_floor)
+    elif cfg.target_transform == "log":
+        out = np.exp(np.clip(t, -50.0, 50.0))
+    else:
+        out = t * cfg.target_scale
+    return out

@@ -154,7 +154,7 @@ def text_table(columns: list[tuple[str, int]], rows: list[list[str]]) -> str:
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     """A matplotlib figure written atomically as PNG, then closed."""
-    import matplotlib.pyplot as plt  # deferred: plotting loads only where a plot is drawn
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - deferred: matplotlib loads only where a plot is drawn
 
     fig.tight_layout()
     with artifacts.atomic_path(path) as tmp:
@@ -164,10 +164,10 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (no display on cluster nodes)."""
-    import matplotlib  # deferred: plotting loads only where a plot is drawn
+    import matplotlib  # noqa: PLC0415 - deferred: matplotlib loads only where a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - deferred: matplotlib, after its backend is chosen
 
     return plt
 

@@ -48,7 +48,7 @@ class Classification(Task):
         return "softmax"
 
     def loss(self, train: Any) -> Any:
-        from hepprune.core.backend import keras  # deferred: TensorFlow loads only where a model is built
+        from hepprune.core.backend import keras  # noqa: PLC0415 - deferred: TensorFlow, only where a model is built
 
         return keras.losses.SparseCategoricalCrossentropy()
 

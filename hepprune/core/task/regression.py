@@ -22,7 +22,7 @@ from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, text_ta
 REFERENCE = "reference"
 
 
-def _pm(m: dict, key: str, digits: int = 4) -> str:
+def _pm(m: dict[str, Any], key: str, digits: int = 4) -> str:
     err = m.get(f"{key}_err")
     return f"{m[key]:.{digits}f}" + (f" ± {err:.{digits}f}" if err is not None else "")
 
@@ -61,7 +61,7 @@ class Regression(Task):
         return 1
 
     def loss(self, train: Any) -> Any:
-        from hepprune.core.backend import keras  # deferred: TensorFlow loads only where a model is built
+        from hepprune.core.backend import keras  # noqa: PLC0415 - deferred: TensorFlow, only where a model is built
 
         if train.loss == "huber":
             return keras.losses.Huber(delta=train.huber_delta)
@@ -120,8 +120,8 @@ class Regression(Task):
         shift = hls["response_median"] / keras_median - 1 if keras_median else None  # None: a dead model
         ok = shift is not None and abs(shift) <= tolerance
         if not ok:
-            tolerance_warning(name, f"response is {f'{100 * shift:+.1f} % off' if shift is not None else 'not comparable with'}"
-                              f" the Keras model's at {self.cfg.hls.precision}", self.cfg,
+            off = f"{100 * shift:+.1f} % off" if shift is not None else "not comparable with"
+            tolerance_warning(name, f"response is {off} the Keras model's at {self.cfg.hls.precision}", self.cfg,
                               rounding_advice(self.cfg.hls.precision))
         return {"hls_response_median": hls["response_median"], "hls_resolution_q68": hls["resolution_q68"],
                 "hls_response_shift": shift, "hls_response_ok": ok}
@@ -173,7 +173,8 @@ class Regression(Task):
                          f"{_pm(m, 'resolution_q68')} | {m['resolution_std']:.4f} | {m['resolution_iqr']:.4f} | "
                          f"{_shift(m['response_shift'])} | {_shift(m['resolution_shift'], pct=True)} |")
         lines.append(f"| raw {ref.get('name', REFERENCE)} | - | {_pm(ref, 'response_median')} | "
-                     f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | {ref['resolution_iqr']:.4f} | - | - |")
+                     f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | "
+                     f"{ref['resolution_iqr']:.4f} | - | - |")
         lines += size_table(models, synthesised)
         if any("hls_max_abs_diff" in m for m in models):
             lines += ["", "## hls4ml C simulation", "",

@@ -41,8 +41,11 @@ lint: $(STAMP)
 	@for d in data ptq prune slurm; do ln -s $(CURDIR)/$$d $(TYPETREE)/$$d; done
 	$(VPY) -m mypy --cache-dir .mypy_cache/stages $(TYPETREE)
 
+# Two workers, a test file each at a time: the suite is mostly separate
+# processes (TensorFlow, g++), so both cores stay busy; a file's module
+# fixtures are built once, and the SLURM tests share one cluster.
 test: lint
-	$(VPY) -m pytest
+	$(VPY) -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(VPY) bench/bench_loader.py

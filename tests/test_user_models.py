@@ -25,7 +25,11 @@ MODELS = "examples.user_model.models"
 
 
 def _write(tmp_path, extra: str):
-    (tmp_path / "c.yaml").write_text(BASE + textwrap.dedent(extra))
+    """BASE plus ``extra``; a section ``extra`` gives replaces BASE's (a key given twice is an error)."""
+    extra = textwrap.dedent(extra)
+    given = {line.split(":")[0] for line in extra.splitlines() if line and not line[0].isspace()}
+    base = "".join(line + "\n" for line in BASE.splitlines() if line.split(":")[0] not in given)
+    (tmp_path / "c.yaml").write_text(base + extra)
     return tmp_path / "c.yaml"
 
 

@@ -9,9 +9,15 @@ One import namespace over the workflow's folders (see the README's layout):
 - ``hepprune.prune``  pruning and the comparison of the models;
 - ``hepprune.slurm``  the stages as SLURM jobs.
 
-Imports go one way: core <- data <- ptq <- prune <- slurm.
+Imports go one way: core <- data <- ptq <- prune <- slurm. The names below
+are the public surface for scripts and notebooks; the stages are run as
+commands (``hepprune-train``, ``python ptq/trainModel.py``, ...).
 """
+
+from hepprune.core.config import Config
+from hepprune.core.config import load as load_config
+from hepprune.core.errors import ConfigError, DataError, HepPruneError, RunError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Config", "ConfigError", "DataError", "HepPruneError", "RunError", "__version__", "load_config"]

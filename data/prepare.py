@@ -57,6 +57,11 @@ class Prepared:
         """Standardised (x, true, reference) batches of a split, in file order."""
         return loader.iter_batches(self.reader, self.splits[split], batch_size, standardization=self.standardization)
 
+    def validation(self, cfg: Config) -> Any:
+        """The validation split as one unshuffled tf.data pass (model.evaluate's input)."""
+        return loader.as_tf_dataset(self.reader, self.splits["val"], cfg.data, self.standardization,
+                                    encode=task_of(cfg).encode)
+
     def fit_data(self, cfg: Config, worker: Worker) -> Callable[[int, int], FitData]:
         """The training and validation datasets from a start epoch to an end
         epoch, for :func:`hepprune.core.fit.fit_resumable`."""

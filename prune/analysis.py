@@ -24,9 +24,9 @@ from hepprune.core.backend import tf
 from hepprune.core.config import Config
 from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
-from hepprune.core.results import AnalysisResult, ModelRow
+from hepprune.core.results import ModelRow
 from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, finished_models
-from hepprune.core.task import Analysis, Task, task_of
+from hepprune.core.task import Analysis, task_of
 from hepprune.data import loader
 from hepprune.data.prepare import HeldOutEvents, Mapped, prepare_data
 from hepprune.ptq import hls_bridge, synthesis
@@ -138,8 +138,3 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
                      row.multipliers, f"{row.hls['hls_max_abs_diff']:.4g}" if row.hls else "-", time.time() - t0)
     task.compare(analysis, BASELINE)
     return analysis
-
-
-def write_outputs(task: Task, analysis: Analysis, out: Path) -> AnalysisResult:
-    """summary.json, summary.csv, report.md and plots/; returns the stage's metrics (written last, by the caller)."""
-    return task.write_analysis(analysis, out)

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage.acquire()
         result = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
         stage.begin()
-        stage.finish(analysis.write_outputs(task, result, out))
+        stage.finish(task.write_analysis(result, out))
     print(task.table(task.summary(result)))
     print(f"\n{result.samples} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
     return 0

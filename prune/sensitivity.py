@@ -18,7 +18,6 @@ import numpy as np
 
 from hepprune.core import artifacts
 from hepprune.core.config import Config
-from hepprune.core.distribute import Worker
 from hepprune.core.errors import ConfigError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.results import SensitivityResult
@@ -84,7 +83,7 @@ def _scan(cfg: Config, prepared, model, points, pruning) -> list[dict]:
         log.warning("neuron scan skipped: %s", exc)
         granularities = ["weight"]
     base_weights = model.get_weights()
-    val_ds = prepared.fit_data(cfg, Worker())(0, 1).val
+    val_ds = prepared.validation(cfg)
     rows = []
     for granularity in granularities:
         for k in points:

@@ -99,7 +99,7 @@ def _adopt(cfg: Config, prepared: Prepared, stage: lifecycle.Stage, worker: dist
     if not worker.is_chief:
         return None
     model.compile(loss=task.loss(cfg.train))
-    val_ds = prepared.fit_data(cfg, distribute.Worker())(0, 1).val
+    val_ds = prepared.validation(cfg)
     val_loss = float(model.evaluate(val_ds, verbose=0))
     test, reference = evaluate(model, prepared.batches("test"), task, prepared.class_names)
     stage.check_metrics({"val_loss": val_loss, "test": test, "reference": reference})

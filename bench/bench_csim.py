@@ -36,13 +36,14 @@ def main() -> None:
 
     from hepprune.core.backend import keras
     from hepprune.core.config import HlsConfig
+    from hepprune.ptq.csim_build import compile_graph
     from hepprune.ptq.hls_bridge import convert, csim_predict
 
     model = keras.models.load_model(args.model, compile=False)
     x = np.random.default_rng(0).normal(size=(args.samples, *model.input_shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         graph = convert(model, Path(tmp) / "prj", HlsConfig())
-        graph.compile()
+        compile_graph(graph)
         csim_predict(graph, x[:100], processes=1)  # warm up
         times = {1: [], os.cpu_count(): []}
         outputs = {}

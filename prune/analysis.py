@@ -29,7 +29,7 @@ from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, finished_models
 from hepprune.core.task import Analysis, task_of
 from hepprune.data import loader
 from hepprune.data.prepare import HeldOutEvents, Mapped, prepare_data
-from hepprune.ptq import hls_bridge, synthesis
+from hepprune.ptq import csim_build, hls_bridge, synthesis
 from hepprune.ptq.firmware import firmware_cost, weighted_kernels
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
     precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
     graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
-    graph.compile()
+    csim_build.compile_graph(graph)
     hls_parts, keras_parts = [], []
     for x in x_in:
         hls_parts.append(hls_bridge.csim_predict(graph, x.reshape(len(x), -1)).reshape(len(x), -1))

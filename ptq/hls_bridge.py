@@ -12,7 +12,6 @@ vendor tools.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ from hepprune.core.backend import keras
 from hepprune.core.config import HlsConfig
 from hepprune.core.errors import HepPruneError
 from hepprune.core.fixedpoint import HEADROOM, accumulator_precision, int_bits, parse_fixed, sized, widened, with_modes
+from hepprune.ptq import csim_worker
 from hepprune.ptq.ranges import layer_ranges_over
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,6 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
         raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
 
 
-def _csim_chunk(lib: str, function: str, firmware_dir: str, x: np.ndarray, n_out: int) -> np.ndarray:
-    """hls4ml's per-sample loop (ModelGraph._predict) for one input, run on
-    the compiled library alone, so a worker needs neither TensorFlow nor hls4ml."""
-    os.chdir(firmware_dir)  # as hls4ml does: weights may be read from firmware/weights
-    top = getattr(ctypes.cdll.LoadLibrary(lib), function)
-    row = np.ctypeslib.ndpointer(ctypes.c_float, flags="C_CONTIGUOUS")
-    top.restype, top.argtypes = None, [row, row]
-    out = np.zeros((len(x), n_out), np.float32)
-    for i in range(len(x)):
-        top(x[i], out[i])
-    return out
-
-
 class CsimError(HepPruneError):
     """The C simulation aborted (an ap_types assertion, say) in its worker."""
 
@@ -117,11 +104,11 @@ def csim_predict(graph, x: np.ndarray, processes: int | None = None) -> np.ndarr
     n_out = int(sum(v.size() for v in graph.get_output_variables()))
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)  # the firmware takes flat arrays
     processes = processes or min(os.cpu_count() or 1, 8)
-    processes = max(1, min(processes, len(x) // 1000))  # a worker's start-up costs about 1000 samples
+    processes = max(1, min(processes, len(x) // 1000))  # split only where each worker gets 1000+ samples
     chunks = np.array_split(x, processes)
     try:
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_csim_chunk, *zip(*[(*args, c, n_out) for c in chunks])))
+            parts = list(pool.map(csim_worker.simulate, *zip(*[(*args, c, n_out) for c in chunks])))
     except BrokenProcessPool:
         raise CsimError(f"the C simulation of {out_dir} aborted (see the message above)") from None
     return np.concatenate(parts).astype(np.float64)

@@ -31,7 +31,7 @@ from hepprune.core.models import load_model
 from hepprune.core.results import ScanResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, config_text, finished_models
 from hepprune.data.prepare import prepare_data, test_events
-from hepprune.ptq import hls_bridge
+from hepprune.ptq import csim_build, hls_bridge
 from hepprune.ptq.ranges import layer_ranges
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Conf
     def build(width: int):
         hls = replace(cfg.hls, precision=fixed(width, output_bits))
         graph = hls_bridge.convert(folded, work_dir / f"w{width}", hls, width_precisions(ranges, width))
-        graph.compile()  # g++ in a subprocess: two threads keep both cores busy
+        csim_build.compile_graph(graph)  # g++ in subprocesses: two threads keep both cores busy
         return graph
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -44,6 +44,18 @@ def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides
     return write_shard(path, **kwargs)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def csim_cache(tmp_path_factory):
+    """One cache of C-simulation libraries (ptq/csim_build.py) for the whole run,
+    shared by the xdist workers, started empty: each distinct firmware is
+    compiled once per run, and the user's own cache is never touched."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' common base
+    os.environ["HEPPRUNE_CACHE_DIR"] = str(root / "hepprune-cache")
+    return Path(os.environ["HEPPRUNE_CACHE_DIR"])
+
+
 @pytest.fixture
 def run_cli():
     """Run a project script as a user would (`python ptq/trainModel.py ...`)."""

@@ -24,6 +24,7 @@ from hepprune.core.backend import tf
 from hepprune.core.config import Config
 from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
+from hepprune.core.qat import is_quantised
 from hepprune.core.results import ModelRow
 from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, finished_models
 from hepprune.core.task import Analysis, task_of
@@ -74,7 +75,9 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
     test inputs as re-iterable arrays (a chunk at a time)."""
     exported, to_input, raw_precisions = hls_bridge.firmware_model(model, std, x_chunks)
     x_in = Mapped(x_chunks, to_input)
-    precisions = hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
+    quantised = is_quantised(exported)  # QAT: every type is the quantisers', none is widened
+    precisions = raw_precisions if quantised else \
+        hls_bridge.widen_overflowing(exported, x_in, raw_precisions, cfg.hls.precision)
     backend = synthesis.backend_for(synth_tool) if synth_tool else hls_bridge.BACKEND
     graph = hls_bridge.convert(exported, out_dir, cfg.hls, precisions, backend=backend)
     csim_build.compile_graph(graph)
@@ -84,8 +87,17 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
         keras_parts.append(predict(exported, x))
     y_hls, y_keras = np.concatenate(hls_parts), np.concatenate(keras_parts)
     hls = {"hls_dir": str(out_dir), "hls_precisions": precisions or {},
-           "hls_inputs": "raw" if raw_precisions is not None else "standardised",
+           "hls_inputs": "standardised" if quantised or raw_precisions is None else "raw",
            "hls_max_abs_diff": float(np.abs(y_hls - y_keras).max())}
+    if quantised:  # the firmware must equal the QKeras model on every event, bit for bit
+        differing = np.flatnonzero(np.any(y_hls != y_keras, axis=1))
+        hls["hls_events_differing"] = int(len(differing))
+        if len(differing):
+            first = np.concatenate(list(x_in))[differing[0]]
+            layer = hls_bridge.first_disagreeing_layer(exported, first, cfg.hls, precisions, out_dir / "trace")
+            hls["hls_first_disagreeing_layer"] = layer
+            log.warning("%s: the C simulation differs from the QKeras model on %d of %d events; the first "
+                        "layer whose output differs is %s", out_dir.name, len(differing), len(y_hls), layer)
     # The cost again, with the export's per-layer weight widths: a widened layer may need DSPs.
     return Export(y_hls, y_keras, hls, firmware_cost(model, cfg.hls, precisions),
                   synthesis.run_synthesis(graph, out_dir) if synth_tool else None)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hepprune.core import artifacts, distribute, fit, lifecycle
+from hepprune.core import artifacts, distribute, fit, lifecycle, qat
 from hepprune.core.backend import keras, tf
 from hepprune.core.config import Config
 from hepprune.core.errors import ConfigError, RunError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.models import load_model, output_layers
 from hepprune.core.results import Evaluation, PruneResult
-from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, format_target, prune_stage
+from hepprune.core.runs import BASELINE, MODEL_FILE, format_target, prune_config_text, prune_stage, setting_label
 from hepprune.core.task import task_of
 from hepprune.data.prepare import prepare_data
 from hepprune.prune.schedule import Schedule, derive_schedule
@@ -46,7 +46,9 @@ def is_custom_prunable(layer) -> bool:
 
 
 def can_prune(layer) -> bool:
-    return type(layer).__name__ in PRUNABLE_TYPES or is_custom_prunable(layer)
+    """A built-in kernel, or a PrunableLayer with weights to prune (QKeras'
+    QActivation is a PrunableLayer with none)."""
+    return type(layer).__name__ in PRUNABLE_TYPES or (is_custom_prunable(layer) and bool(layer.get_prunable_weights()))
 
 
 def prunable_weights(layer) -> list:
@@ -267,30 +269,40 @@ def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tupl
     return layers, schedule
 
 
-def check_sweep(cfg: Config, run_dir: Path) -> None:
-    """Refuse the whole sweep before any target trains if any target would be refused."""
-    baseline = run_dir / BASELINE
-    with prepare_data(cfg, baseline) as prepared:
-        model = load_model(baseline / MODEL_FILE, cfg.model)
-        for target in cfg.prune.targets:
-            plan_target(cfg, target, model, prepared.steps_per_epoch(cfg))
+def starting_model(cfg: Config, run_dir: Path, bits: int | None):
+    """The model a sweep item starts from: the baseline, or its QKeras copy at ``bits``."""
+    model = load_model(run_dir / BASELINE / MODEL_FILE, cfg.model)
+    return model if bits is None else qat.quantise(model, bits, cfg.qat)
 
 
-def prune_target(cfg: Config, run_dir: Path, target: float, *, overwrite: bool = False) -> dict | None:
-    """Prune the baseline to one target sparsity in ``RUN/prune_<target>``;
-    its metrics (None on a non-chief worker, which writes nothing)."""
-    stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target]))
+def check_sweep(cfg: Config, run_dir: Path, pairs: list[tuple[float, int | None]]) -> None:
+    """Refuse the whole sweep before any model trains if any item would be refused."""
+    with prepare_data(cfg, run_dir / BASELINE) as prepared:
+        models = {bits: starting_model(cfg, run_dir, bits) for bits in dict.fromkeys(b for _, b in pairs)}
+        for target, bits in pairs:
+            if target:
+                plan_target(cfg, target, models[bits], prepared.steps_per_epoch(cfg))
+
+
+def prune_target(cfg: Config, run_dir: Path, target: float, bits: int | None = None, *,
+                 overwrite: bool = False) -> dict | None:
+    """Prune the baseline (its QKeras copy at ``bits``) to one target sparsity
+    in ``RUN/prune_<target>[_q<bits>]``; target 0 trains a QAT setting's dense
+    reference the same way, without pruning. Its metrics (None on a non-chief
+    worker, which writes nothing)."""
+    stage_cfg = replace(cfg, prune=replace(cfg.prune, targets=[target])) if target else cfg
     worker = distribute.start(cfg)
-    with lifecycle.stage(run_dir / prune_stage(target), config_text(stage_cfg), overwrite=overwrite,
-                         chief=worker.is_chief) as stage:
+    with lifecycle.stage(run_dir / prune_stage(target, bits), prune_config_text(cfg, target, bits),
+                         overwrite=overwrite, chief=worker.is_chief) as stage:
         done = stage.finished()
         if done is not None:
             return done
         with prepare_data(cfg, run_dir / BASELINE) as prepared:  # the baseline's standardisation
-            return _prune(cfg, run_dir, target, stage, prepared, worker)
+            return _prune(stage_cfg, run_dir, target, bits, stage, prepared, worker)
 
 
-def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, prepared, worker) -> dict | None:
+def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: lifecycle.Stage, prepared,
+           worker) -> dict | None:
     from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
 
     task = task_of(cfg)
@@ -298,33 +310,42 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
         keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    baseline = run_dir / BASELINE
 
     def load_base():
-        return load_model(baseline / MODEL_FILE, cfg.model)
+        return starting_model(cfg, run_dir, bits)
 
     with worker.scope():
         base_model = load_base()
-    layers, schedule = plan_target(cfg, target, base_model, prepared.steps_per_epoch(cfg))
+    dense = not target  # a QAT setting's dense reference: the same training, nothing pruned
+    layers, schedule = ([], None) if dense else plan_target(cfg, target, base_model, prepared.steps_per_epoch(cfg))
     # Everything above can refuse; only now is anything written.
     stage.begin()
-    if worker.is_chief:
-        artifacts.write_json(stage.path / "schedule.json", {"layers": layers, **schedule.to_dict()})
-    log.info("%s: pruning %s to %s, %s schedule, mask updates at steps %d..%d every %d "
-             "(%d updates, %d steps per epoch)", stage.path.name, ", ".join(layers), format_target(target),
-             schedule.kind,
-             schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
-             schedule.steps_per_epoch)
+    if schedule is None:
+        log.info("%s: training the %s model dense (the reference of its bit setting)", stage.path.name,
+                 setting_label(bits))
+    else:
+        if worker.is_chief:
+            artifacts.write_json(stage.path / "schedule.json", {"layers": layers, **schedule.to_dict()})
+        log.info("%s: pruning %s to %s, %s schedule, mask updates at steps %d..%d every %d "
+                 "(%d updates, %d steps per epoch)", stage.path.name, ", ".join(layers), format_target(target),
+                 schedule.kind,
+                 schedule.begin_step, schedule.end_step, schedule.frequency, schedule.mask_updates,
+                 schedule.steps_per_epoch)
 
     with worker.scope():
-        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=not worker.distributed)
+        model = base_model if schedule is None else \
+            wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=not worker.distributed)
         model.compile(optimizer=keras.optimizers.Adam(cfg.prune.learning_rate), loss=task.loss(cfg.train))
     t0 = time.time()
     tb = stage.path / "tensorboard"
-    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]  # every worker: it advances the schedule
-    if worker.is_chief:
+    callbacks: list = []
+    if schedule is not None:
+        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())  # every worker: it advances the schedule
+    if worker.is_chief and schedule is not None:
         callbacks += [tfmot.sparsity.keras.PruningSummaries(log_dir=str(tb), write_graph=False, profile_batch=0),
                       _sparsity_logger(keras, tf, tb / "sparsity")]
+    elif worker.is_chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tb), write_graph=False, profile_batch=0))
     state = fit.fit_resumable(
         model, stage.path, prepared.fit_data(cfg, worker), epochs=cfg.prune.epochs,
         policy=fit.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
@@ -332,17 +353,18 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
     if worker.distributed:  # the rest is the single-process code, on an ordinary copy
         weights = model.get_weights()
         base_model = load_base()
-        model = wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=False)
+        model = base_model if schedule is None else \
+            wrap_for_pruning(base_model, layers, schedule, cfg.prune, shared_step=False)
         model.set_weights(weights)
     if not worker.is_chief:
         worker.barrier()
         worker.close()
         return None
 
-    masked, export = strip(model, base_model, layers, cfg.prune.granularity)
+    masked, export = (model, model) if schedule is None else strip(model, base_model, layers, cfg.prune.granularity)
     counts = kernel_sparsity(masked, layers)
     per_layer = {n: {"target": target, "achieved": z / s, "weights": s} for n, (z, s) in counts.items()}
-    achieved = sum(z for z, _ in counts.values()) / sum(s for _, s in counts.values())
+    achieved = sum(z for z, _ in counts.values()) / max(1, sum(s for _, s in counts.values()))
     missed = {n: v["achieved"] for n, v in per_layer.items() if abs(v["achieved"] - target) > cfg.prune.tolerance}
     if missed:
         raise RunError(f"{stage.path.name}: sparsity target {format_target(target)} missed by more than "
@@ -351,14 +373,15 @@ def _prune(cfg: Config, run_dir: Path, target: float, stage: lifecycle.Stage, pr
 
     test, reference = evaluate(export, prepared.batches("test"), task, prepared.class_names)
     stage.check_metrics({"val_loss": state.last_val_loss, "test": test, "reference": reference})
-    if cfg.prune.granularity != "neuron":  # the neuron wrapper lives in the TF checkpoint only
+    if cfg.prune.granularity != "neuron" and schedule is not None:  # neuron: the wrapper is in the checkpoint
         with tfmot.sparsity.keras.prune_scope():
             fit.save_model_h5(model, stage.path / WRAPPED_MODEL_FILE)
     h5 = fit.save_model_h5(export, stage.path / MODEL_FILE)
     evaluation = task.evaluation(test, reference)
     metrics = stage.finish(PruneResult(
         stage=stage.path.name, target_sparsity=target, achieved_sparsity=achieved, layers=per_layer,
-        granularity=cfg.prune.granularity, schedule=schedule.to_dict(), val_loss=state.last_val_loss,
+        granularity=cfg.prune.granularity, schedule=schedule.to_dict() if schedule else {},
+        val_loss=state.last_val_loss, bits=bits, quantisers=qat.describe(export) if bits is not None else None,
         epochs_run=state.epochs_done,
         # The pruning stage records the test metrics and reference alone, as it always has.
         evaluation=Evaluation(evaluation.task, evaluation.test, evaluation.reference),

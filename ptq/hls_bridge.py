@@ -25,7 +25,8 @@ from hepprune.core.backend import keras
 from hepprune.core.config import HlsConfig
 from hepprune.core.errors import HepPruneError
 from hepprune.core.fixedpoint import HEADROOM, accumulator_precision, int_bits, parse_fixed, sized, widened, with_modes
-from hepprune.ptq import csim_worker
+from hepprune.core.qat import INPUT_QUANT, Quantiser, is_quantised
+from hepprune.ptq import csim_build, csim_worker
 from hepprune.ptq.ranges import layer_ranges_over
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,54 @@ def fold_standardization(model, mean: np.ndarray, std: np.ndarray):
     return folded
 
 
+def qat_precisions(model) -> dict:
+    """hls4ml LayerName precisions of a QKeras model, from its quantisers, so
+    that the firmware computes exactly what the model computes: weights and
+    biases in the types that hold their quantised values; every activation,
+    the input included, in the type its quantiser rounds and saturates to
+    (hls4ml ignores a QActivation's quantiser without this); Dense and Conv2D
+    sums in exact ("auto") types. Shape layers (pooling, flatten) keep the
+    type of what they pass on."""
+    out: dict[str, dict] = {}
+    last = None
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "QActivation":
+            last = Quantiser.of(layer.quantizer, layer.name).hls_type(rounding=True)
+            out[layer.name] = {"Precision": {"result": last}}
+            if layer.name == INPUT_QUANT:
+                out[model.input_names[0]] = {"Precision": {"result": last}}
+        elif kind in ("QDense", "QConv2D"):
+            out[layer.name] = {"Precision": {
+                "weight": Quantiser.of(layer.kernel_quantizer_internal, layer.name).hls_type(rounding=False),
+                "bias": Quantiser.of(layer.bias_quantizer_internal, layer.name).hls_type(rounding=False),
+                "result": "auto", "accum": "auto"}}
+            last = None
+        elif last is not None and not layer.weights:
+            out[layer.name] = {"Precision": {"result": last}}
+    return out
+
+
+def first_disagreeing_layer(model, x: np.ndarray, hls: HlsConfig, precisions: dict, out_dir: Path) -> str:
+    """The first layer (in model order) whose firmware output differs from the
+    Keras layer's on the input ``x`` (one event), from hls4ml's trace of a
+    copy of the project with every layer traced; "the output" if only the
+    network output differs, as when a trace cannot be compared."""
+    traced = {name: {**slots, "Trace": True} for name, slots in precisions.items()}
+    for layer in model.layers:
+        traced.setdefault(layer.name, {})["Trace"] = True
+    graph = convert(model, out_dir, hls, traced)
+    csim_build.compile_graph(graph)
+    _, trace = graph.trace(np.ascontiguousarray(x[None].reshape(1, -1), dtype=np.float32))
+    for layer in model.layers:
+        if layer.name not in trace:
+            continue
+        want = keras.Model(model.inputs, layer.output).predict_on_batch(x[None]).reshape(-1)
+        if not np.array_equal(np.asarray(trace[layer.name], np.float32).reshape(-1), want.astype(np.float32)):
+            return layer.name
+    return "the output"
+
+
 def firmware_model(model, std, x_chunks):
     """(model to export, the function turning raw inputs into its inputs,
     hls4ml layer precisions or None); ``x_chunks`` is re-iterable arrays of
@@ -151,6 +200,8 @@ def firmware_model(model, std, x_chunks):
     def raw(x):
         return x
 
+    if is_quantised(model):  # folding would move the weights off their grid
+        return model, standardised, qat_precisions(model)
     try:
         folded = fold_standardization(model, std.mean, std.std)
     except HepPruneError as exc:

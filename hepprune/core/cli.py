@@ -120,13 +120,31 @@ def parse_samples(text: str | None, default: int) -> int | None:
     return n
 
 
-def parse_targets(text: str) -> list[float]:
-    """``--targets 0.3,0.5``: the target sparsities, each in (0, 1)."""
+def parse_targets(text: str, allow_zero: bool = False) -> list[float]:
+    """``--targets 0.3,0.5``: the target sparsities, each in (0, 1); with
+    ``allow_zero`` also 0 (a QAT setting's dense reference)."""
     try:
         targets = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ConfigError(f"--targets expects comma-separated numbers like 0.3,0.5,0.75, got '{text}'") from None
-    bad = [t for t in targets if not 0 < t < 1]
+    bad = [t for t in targets if not (0 < t < 1 or (allow_zero and t == 0))]
     if not targets or bad:
-        raise ConfigError(f"--targets: every target sparsity must be in (0, 1), got '{text}'")
+        where = "in (0, 1), or 0 for the dense QAT references" if allow_zero else "in (0, 1)"
+        raise ConfigError(f"--targets: every target sparsity must be {where}, got '{text}'")
     return targets
+
+
+def parse_bits(text: str) -> list[int | None]:
+    """``--bits float,6``: bit settings, None for float."""
+    out: list[int | None] = []
+    for item in (t.strip() for t in text.split(",")):
+        if item == "float":
+            out.append(None)
+        elif item.isdigit() and 2 <= int(item) <= 32:
+            out.append(int(item))
+        else:
+            raise ConfigError(f"--bits expects comma-separated bit settings, each 'float' or an integer from 2 "
+                              f"to 32, like float,8,6; got '{text}'")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--bits lists a setting twice: '{text}'")
+    return out

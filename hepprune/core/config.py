@@ -231,6 +231,81 @@ class PtqConfig:
             raise ConfigError("ptq.models must be a list of model names")
 
 
+QAT_LAYER_KEYS = ("bits", "weight_integer", "bias_integer", "activation_integer")
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    bits: list[int] = _opt(None, "bit settings the pruning sweep trains beside float, each a b for QKeras "
+                           "b-bit weights, biases and activations (prune_<target>_q<b>/, target 0 the dense "
+                           "reference); empty = float only; --bits overrides", factory=list)
+    weight_integer: int = _opt(0, "integer bits (sign excluded) of weights: quantized_bits(b, weight_integer, "
+                               "alpha=1), i.e. ap_fixed<b, weight_integer + 1>", ge=0)
+    bias_integer: int = _opt(0, "integer bits (sign excluded) of biases: quantized_bits(b, bias_integer, alpha=1)",
+                             ge=0)
+    activation_integer: int = _opt(2, "integer bits of hidden activations: quantized_relu(b, activation_integer), "
+                                   "i.e. ap_ufixed<b, activation_integer>", ge=0)
+    input: str = _opt("ap_fixed<12,4>", "fixed-point type the model quantises its (standardised) inputs to, "
+                      "first thing: the firmware's input type, so model and firmware see the same values")
+    weight_quantizer: str = _opt("quantized_bits", "QKeras quantiser of weights and biases (the one hls4ml "
+                                 "exports bit-exactly: alpha=1, signed)", choices=("quantized_bits",))
+    activation_quantizer: str = _opt("quantized_relu", "QKeras quantiser of hidden ReLU activations",
+                                     choices=("quantized_relu",))
+    layers: dict[str, dict[str, int]] = _opt(None, "per-layer overrides, {layer: {bits, weight_integer, "
+                                             "bias_integer, activation_integer}}; bits replaces the setting's b "
+                                             "for that layer", factory=dict)
+
+    def __post_init__(self) -> None:
+        def whole(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for b in self.bits:
+            if not whole(b) or not 2 <= b <= 32:
+                raise ConfigError(f"qat.bits: every bit setting must be an integer from 2 to 32, got {b!r}")
+        if len(set(self.bits)) != len(self.bits):
+            twice = next(b for b in self.bits if self.bits.count(b) > 1)
+            raise ConfigError(f"qat.bits: {twice} is listed twice; both settings would train into "
+                              f"prune_<target>_q{twice}/")
+        try:
+            parsed = check_precision(self.input, "qat.input")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if parsed.kind != "ap_fixed" or parsed.integer < 1 or parsed.modes or not 2 <= parsed.width <= 32:
+            raise ConfigError(f"qat.input must be ap_fixed<W,I> with 2 <= W <= 32, I >= 1 and no modes (signed: "
+                              f"standardised inputs are negative too; the quantiser always rounds to nearest "
+                              f"even and saturates), got {self.input!r}")
+        for name, over in self.layers.items():
+            if not isinstance(over, dict) or not over:
+                raise ConfigError(f"qat.layers.{name} must map some of {', '.join(QAT_LAYER_KEYS)} to integers, "
+                                  f"got {over!r}")
+            for key, value in over.items():
+                if key not in QAT_LAYER_KEYS:
+                    raise ConfigError(f"unknown config key 'qat.layers.{name}.{key}'; valid keys: "
+                                      f"{', '.join(QAT_LAYER_KEYS)}")
+                low = 2 if key == "bits" else 0
+                if not whole(value) or not low <= value <= 32:
+                    raise ConfigError(f"qat.layers.{name}.{key} must be an integer from {low} to 32, got {value!r}")
+        for b in self.bits:
+            for layer in (None, *self.layers):
+                self.check_fits(b, layer)
+
+    def setting(self, bits: int, layer: str | None = None) -> dict[str, int]:
+        """bits and integer bits of one layer at bit setting ``bits``."""
+        out = {"bits": bits, "weight_integer": self.weight_integer, "bias_integer": self.bias_integer,
+               "activation_integer": self.activation_integer}
+        out.update(self.layers.get(layer, {}) if layer is not None else {})
+        return out
+
+    def check_fits(self, bits: int, layer: str | None) -> None:
+        """Integer bits must leave room in the word: signed values spend one bit on the sign."""
+        s = self.setting(bits, layer)
+        where = f"qat.layers.{layer}" if layer is not None and layer in self.layers else "qat"
+        for key, sign in (("weight_integer", 1), ("bias_integer", 1), ("activation_integer", 0)):
+            if s[key] + sign > s["bits"]:
+                raise ConfigError(f"{where}.{key} = {s[key]} does not fit in {s['bits']} bits"
+                                  f"{' (one is the sign)' if sign else ''}; at most {s['bits'] - sign}")
+
+
 @dataclass(frozen=True)
 class DistributeConfig:
     strategy: str = _opt("single", "single: one process; multiworker: tf.distribute.MultiWorkerMirroredStrategy "
@@ -296,11 +371,16 @@ class Config:
     hls: HlsConfig = _opt(None, "hls4ml export and firmware cost", factory=HlsConfig)
     ptq: PtqConfig = _opt(None, "post-training quantisation bit-width scan (ptq/bitwidth_scan.py)",
                           factory=PtqConfig)
+    qat: QatConfig = _opt(None, "quantisation-aware training: QKeras bit settings the pruning sweep adds",
+                          factory=QatConfig)
     distribute: DistributeConfig = _opt(None, "how pretraining and pruning spread over workers",
                                         factory=DistributeConfig)
     slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)
 
     def __post_init__(self) -> None:
+        if self.qat.bits and self.task == "classification":
+            raise ConfigError("qat.bits: quantisation-aware training is for regression; a classifier's softmax is a "
+                              "lookup table in hls4ml, so its firmware could not equal the QKeras model")
         # Checked here, at the door, so slurm/submit.py refuses it instead of the job.
         if self.distribute.strategy == "multiworker":
             for key, size in (("data.batch_size", self.data.batch_size), ("prune.batch_size", self.prune.batch_size)):
@@ -354,7 +434,7 @@ def parse_yaml(text: str) -> Any:
 
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+            list: "a list", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -376,6 +456,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is list:
         if isinstance(value, (list, tuple)):
             return list(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
 
 

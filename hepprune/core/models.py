@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hepprune.core import qat
 from hepprune.core.backend import keras
 from hepprune.core.config import Config, ModelConfig
 from hepprune.core.errors import ConfigError
@@ -87,6 +88,8 @@ def load_model(path: str | os.PathLike[str], cfg: ModelConfig) -> Any:
     from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is read
 
     objects = custom_objects(cfg)
+    if qat.file_has_qkeras_layers(path):
+        objects = {**qat.custom_objects(), **objects}
     try:
         with tfmot.sparsity.keras.prune_scope(), keras.utils.custom_object_scope(objects):
             return keras.models.load_model(str(path), compile=False)

@@ -91,6 +91,8 @@ class PruneResult(ModelResult):
     granularity: str
     schedule: dict[str, Any]
     units: dict[str, int] = field(default_factory=dict)
+    bits: int | None = None  # the QAT bit setting; None: float
+    quantisers: dict[str, Any] | None = None  # QAT: layer -> [bits, integer] of each quantiser
 
 
 @dataclass

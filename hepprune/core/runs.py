@@ -50,13 +50,48 @@ def format_target(target: float) -> str:
     return two if float(two) == target else repr(float(target))
 
 
-def prune_stage(target: float) -> str:
-    return f"{PRUNE_PREFIX}{format_target(target)}"
+def setting_label(bits: int | None) -> str:
+    """A bit setting as written in stage names and tables: q6 (QKeras, 6 bits), or float."""
+    return "float" if bits is None else f"q{bits}"
+
+
+def prune_stage(target: float, bits: int | None = None) -> str:
+    """prune_0.50 (float), prune_0.50_q6 (6-bit QAT), prune_0.00_q6 (its dense reference)."""
+    return f"{PRUNE_PREFIX}{format_target(target)}" + ("" if bits is None else f"_{setting_label(bits)}")
+
+
+def sweep(cfg: Config, targets: list[float] | None = None, settings: list[int | None] | None = None
+          ) -> list[tuple[float, int | None]]:
+    """(target, bit setting) of every model the pruning sweep trains: float at
+    each target, then each QAT setting's dense reference (target 0) and
+    targets. ``targets``/``settings`` select (None: the config's); a target 0
+    selects the dense references alone."""
+    chosen = [None, *cfg.qat.bits] if settings is None else settings
+    pairs: list[tuple[float, int | None]] = []
+    for bits in chosen:
+        wanted = ([0.0, *cfg.prune.targets] if bits is not None else cfg.prune.targets) if targets is None \
+            else targets
+        pairs += [(t, bits) for t in wanted if t > 0 or bits is not None]
+    return pairs
 
 
 def config_text(cfg: Config) -> str:
     """The frozen config, as saved in a stage directory and compared on resume."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+
+
+def prune_config_text(cfg: Config, target: float, bits: int | None) -> str:
+    """A pruning stage's frozen config: its own target and bit setting only, so
+    that adding a target or a setting to the sweep leaves finished stages
+    finished (a float stage keeps the default qat section; a dense reference
+    has no target)."""
+    qat = replace(cfg.qat, bits=[bits]) if bits is not None else config_mod.QatConfig()
+    raw = replace(cfg, qat=qat).to_dict()
+    if target:
+        raw["prune"]["targets"] = [target]
+    else:
+        del raw["prune"]["targets"]
+    return yaml.safe_dump(raw, sort_keys=True)
 
 
 def load_baseline_config(run_dir: Path) -> Config:

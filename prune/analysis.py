@@ -113,6 +113,7 @@ def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRo
     stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
     tfl, tfl_q = tflite_sizes(model)
     row = ModelRow(name=name, sparsity=float(stage_metrics.get("achieved_sparsity", 0.0)),
+                   bits=stage_metrics.get("bits"),
                    size=size_metrics(model, (stage / MODEL_FILE).read_bytes()), tflite_bytes=tfl,
                    tflite_quant_bytes=tfl_q, layer_sparsity=layer_sparsity(model))
     _with_cost(row, firmware_cost(model, cfg.hls))

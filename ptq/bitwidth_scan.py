@@ -56,12 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     task_of(cfg).refuse_pred_true("bitwidth_scan.py")
     results = quantization.scan_models(cfg, run_dir, samples=samples, names=names)
-    print(f"\n{'model':<12}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in
+    print(f"\n{'model':<15}{'float resp.':>12}{'float res.':>11}  " + "".join(f"{'W=' + str(w):>9}" for w in
                                                                              cfg.ptq.widths) + f"{'chosen W':>10}")
     for name, r in results.items():
+        if "qat_bits" in r:
+            print(f"{name:<15}trained with {r['qat_bits']}-bit quantisers (QAT): its firmware types are the "
+                  "trained ones, no scan needed")
+            continue
         cells = "".join(("aborted" if row["resolution_q68"] is None else f"{row['resolution_q68']:.4f}"
                          + ("" if row["within_tolerance"] else "*")).rjust(9) for row in r["widths"])
-        print(f"{name:<12}{r['float']['response_median']:>12.4f}{r['float']['resolution_q68']:>11.4f}  {cells}"
+        print(f"{name:<15}{r['float']['response_median']:>12.4f}{r['float']['resolution_q68']:>11.4f}  {cells}"
               f"{r['chosen_width'] or 'none':>10}")
     print(f"\nresolution (q68) per width; * = outside tolerance {cfg.ptq.tolerance:g} of float. "
           f"Wrote {run_dir / quantization.STAGE}/<model>/ (scan.json, scan.csv, scan.png, hls4ml/)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hepprune.core import artifacts, lifecycle, targets
+from hepprune.core import artifacts, lifecycle, qat, targets
 from hepprune.core import metrics as phys
 from hepprune.core.config import Config
 from hepprune.core.fixedpoint import HEADROOM, fixed, int_bits
@@ -122,8 +122,13 @@ def scan_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[
     with prepare_data(cfg, run_dir / BASELINE) as prepared:
         x_raw, true, ref = test_events(prepared, samples)
         std = prepared.standardization
-    results = {}
+    results: dict[str, dict] = {}
     for name, model_dir in models:
+        if qat.file_has_qkeras_layers(model_dir / MODEL_FILE):  # its types were trained, not chosen after
+            bits = artifacts.read_json(model_dir / artifacts.METRICS_FILE).get("bits")
+            log.info("%s: trained with quantisation (%s bits); no bit-width scan needed", name, bits)
+            results[name] = {"qat_bits": bits}
+            continue
         with lifecycle.stage(run_dir / STAGE / name, config_text(cfg), overwrite=True) as stage:
             stage.acquire()
             results[name] = _scan_model(cfg, name, load_model(model_dir / MODEL_FILE, cfg.model), std, x_raw,

@@ -102,6 +102,7 @@ class ModelRow:
     name: str
     sparsity: float
     size: Size = flat()
+    bits: int | None = None  # QAT bit setting; None: float
     tflite_bytes: int = 0
     tflite_quant_bytes: int = 0
     multipliers: int = 0

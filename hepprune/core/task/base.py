@@ -143,6 +143,11 @@ class Task:
         return AnalysisResult(self.name, summary["samples"], [m["name"] for m in summary["models"]])
 
 
+def name_width(models: list[dict[str, Any]]) -> int:
+    """The model column of a text table: 12, wider for long names (prune_0.50_q6)."""
+    return max(12, 2 + max((len(m["name"]) for m in models), default=0))
+
+
 def text_table(columns: list[tuple[str, int]], rows: list[list[str]]) -> str:
     """A terminal table: the first column left-aligned, the others right-aligned
     to their widths; a row may have fewer cells than there are columns."""

@@ -11,7 +11,7 @@ import numpy as np
 from hepprune.core.classification import classification_metrics, roc_curve
 from hepprune.core.errors import ConfigError, DataError
 from hepprune.core.fixedpoint import rounding_advice
-from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, text_table, tolerance_warning
+from hepprune.core.task.base import Analysis, Task, name_width, pyplot, save_figure, text_table, tolerance_warning
 from hepprune.core.task.regression import layer_sparsity_plot, multiplier_table, size_table
 
 
@@ -102,7 +102,8 @@ class Classification(Task):
                  str(m["multipliers"]), str(m["gzip_bytes"]),
                  *((f"{m['hls_accuracy']:.4f}", f"{m['hls_agreement']:.4f}") if "hls_accuracy" in m else ("-", "-"))]
                 for m in summary["models"]]
-        return text_table([("model", 12), ("sparsity", 9), ("accuracy", 10), ("mean AUC", 10), ("multipliers", 13),
+        return text_table([("model", name_width(summary["models"])), ("sparsity", 9),
+                           ("accuracy", 10), ("mean AUC", 10), ("multipliers", 13),
                            ("gzip bytes", 12), ("hls accuracy", 14), ("hls agree", 11)], rows)
 
     def markdown(self, summary: dict[str, Any]) -> str:

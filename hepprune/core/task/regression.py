@@ -17,7 +17,7 @@ from hepprune.core import targets
 from hepprune.core.errors import ConfigError
 from hepprune.core.fixedpoint import rounding_advice
 from hepprune.core.results import Evaluation
-from hepprune.core.task.base import Analysis, Task, pyplot, save_figure, text_table, tolerance_warning
+from hepprune.core.task.base import Analysis, Task, name_width, pyplot, save_figure, text_table, tolerance_warning
 
 REFERENCE = "reference"
 
@@ -145,7 +145,8 @@ class Regression(Task):
                    else ("-", "-"))] for m in summary["models"]]
         ref = summary[REFERENCE]
         rows.append(["raw ref.", "-", f"{ref['response_median']:.4f}", f"{ref['resolution_q68']:.4f}"])
-        return text_table([("model", 12), ("sparsity", 9), ("response", 10), ("resolution", 12), ("multipliers", 13),
+        return text_table([("model", name_width(summary["models"])), ("sparsity", 9),
+                           ("response", 10), ("resolution", 12), ("multipliers", 13),
                            ("gzip bytes", 12), ("hls max |d|", 13), ("hls response", 14)], rows)
 
     def markdown(self, summary: dict[str, Any]) -> str:
@@ -193,6 +194,7 @@ class Regression(Task):
                                  f"{m['hls_response_median']:.4f} | {m['hls_resolution_q68']:.4f} | "
                                  f"{m['response_median']:.4f} | {_shift(m.get('hls_response_shift'), pct=True)}"
                                  f"{flag} | {m['hls_dir']} |")
+        lines += qat_table(models)
         lines += multiplier_table(models)
         bins = summary["bins"]
         header = "| model | " + " | ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(bins[:-1], bins[1:])) + " |"
@@ -279,6 +281,23 @@ def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:
                 lines.append(f"| {m['name']} | {r['tool']} {r['version']} | {r['part']} | {t['DSP']} | {t['LUT']} | "
                              f"{t['FF']} | {t['BRAM_18K']} | {r['latency_min_cycles']}-{r['latency_max_cycles']} | "
                              f"{r['interval_min']}-{r['interval_max']} | {r['clock_estimated_ns']} |")
+    return lines
+
+
+def qat_table(models: list[dict[str, Any]]) -> list[str]:
+    """QAT models: their firmware must equal the QKeras model on every event compared."""
+    qat = [m for m in models if "hls_events_differing" in m]
+    if not qat:
+        return []
+    lines = ["", "## Quantisation-aware models: firmware against the QKeras model", "",
+             "Every value of a QAT model is on a fixed-point grid, so its C simulation must equal the QKeras "
+             "model bit for bit on every event compared; **check** marks one that does not, with the first "
+             "layer whose output differs. Weights narrower than hls.dsp_min_bits are multiplied in LUTs.", "",
+             "| model | bits | events differing | first differing layer | DSP (est.) |", "|---|---|---|---|---|"]
+    for m in qat:
+        flag = " **check**" if m["hls_events_differing"] else ""
+        lines.append(f"| {m['name']} | {m.get('bits', '-')} | {m['hls_events_differing']}{flag} | "
+                     f"{m.get('hls_first_disagreeing_layer', '-')} | {m['dsp']} |")
     return lines
 
 

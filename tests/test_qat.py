@@ -212,7 +212,8 @@ def test_a_model_qkeras_cannot_quantise_is_named_before_training(tmp_path):
                              keras.layers.Activation("tanh", name="squash"), keras.layers.Dense(1, name="output")])
     user.save(str(tmp_path / "user.h5"), save_format="h5")
     config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.replace("model: {hidden_units: [16, 8]}", f"model: {{from_file: '{tmp_path / 'user.h5'}'}}"))
+    config.write_text(CONFIG.replace("model: {hidden_units: [16, 8]}",
+                                     f"model: {{from_file: '{tmp_path / 'user.h5'}'}}"))
     adopt = _cli("ptq/trainModel.py", "--config", config, "--run-dir", tmp_path / "run", "--data", tmp_path / "d.h5")
     assert adopt.returncode == 0, adopt.stderr[-3000:]
     proc = _cli("prune/train_model_prune.py", "--config", config, "--run-dir", tmp_path / "run")

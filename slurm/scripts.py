@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hepprune.core.config import Config, SlurmStage
-from hepprune.core.runs import format_target
+from hepprune.core.runs import format_target, sweep
 
 STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "tensorboard")
 
@@ -87,12 +87,17 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
     """stage -> sbatch script text, for every stage the config submits
     (synth only with ``slurm.synth``)."""
     s = cfg.slurm
-    targets = [format_target(t) for t in cfg.prune.targets]
+    pairs = sweep(cfg)  # one array task per model: (target, bit setting)
+    targets = [format_target(t) for t, _ in pairs]
+    prune_body = [f"TARGETS=({' '.join(targets)})"]
+    prune_args = ["--targets", '"${TARGETS[$SLURM_ARRAY_TASK_ID]}"']
+    if cfg.qat.bits:  # QAT settings beside float; a float-only sweep keeps its one array
+        prune_body.append(f"BITS=({' '.join('float' if b is None else str(b) for _, b in pairs)})")
+        prune_args += ["--bits", '"${BITS[$SLURM_ARRAY_TASK_ID]}"']
     bodies = {
         "pretrain": (s.pretrain, 0, [_stage_command("ptq/trainModel.py", paths)]),
-        "prune": (s.prune, len(targets), [f"TARGETS=({' '.join(targets)})",
-                                          _stage_command("prune/train_model_prune.py", paths, "--targets",
-                                                         '"${TARGETS[$SLURM_ARRAY_TASK_ID]}"')]),
+        "prune": (s.prune, len(pairs), [*prune_body,
+                                        _stage_command("prune/train_model_prune.py", paths, *prune_args)]),
         "analyze": (s.analyze, 0, [_stage_command("prune/analyze_prune.py", paths)]),
         "scan": (s.scan, 0, [_stage_command("ptq/bitwidth_scan.py", paths)]),
     }

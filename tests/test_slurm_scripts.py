@@ -50,6 +50,37 @@ def test_multiworker_script_matches_golden_file(stage):
     assert text == golden.read_text(), f"{golden.name} changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"
 
 
+QAT_CONFIG = {**GOLDEN_CONFIG, "qat": {"bits": [8, 6]}}
+
+
+def test_qat_prune_array_matches_golden_file():
+    """One task per model: float at each target, then each bit setting's dense reference and targets."""
+    text = render(config.from_dict(QAT_CONFIG), PATHS)["prune"]
+    golden = GOLDEN / "prune_qat.sbatch"
+    if os.environ.get("HEPPRUNE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden.name} changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"
+
+
+def test_each_qat_array_task_selects_exactly_its_own_model():
+    """Task i's --targets/--bits pick the i-th model of the sweep and nothing else, so no two tasks
+    share a stage directory."""
+    from hepprune.core.cli import parse_bits, parse_targets
+    from hepprune.core.runs import prune_stage, sweep
+
+    cfg = config.from_dict(QAT_CONFIG)
+    lines = render(cfg, PATHS)["prune"].splitlines()
+    targets = next(line for line in lines if line.startswith("TARGETS=("))[9:-1].split()
+    bits = next(line for line in lines if line.startswith("BITS=("))[6:-1].split()
+    assert "#SBATCH --array=0-10" in lines and len(targets) == len(bits) == 11
+    stages = []
+    for t, b in zip(targets, bits, strict=True):
+        (pair,) = sweep(cfg, parse_targets(t, allow_zero=True), parse_bits(b))
+        stages.append(prune_stage(*pair))
+    assert stages == [prune_stage(*pair) for pair in sweep(cfg)]
+    assert stages[:4] == ["prune_0.30", "prune_0.50", "prune_0.75", "prune_0.00_q8"] and len(set(stages)) == 11
+
+
 def test_multiworker_leaves_the_other_stages_single_process():
     multi = render(config.from_dict(MULTIWORKER_CONFIG), PATHS)
     single = render(config.from_dict(GOLDEN_CONFIG), PATHS)

@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(VPY) ptq/trainModel.py --config configs/demo.yaml --run-dir $(DEMO) --overwrite
 	$(VPY) prune/sensitivity_scan.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) prune/train_model_prune.py --config configs/demo.yaml --run-dir $(DEMO) --overwrite
+	$(VPY) prune/train_model_prune.py --config configs/demo.yaml --run-dir $(DEMO) --targets 0.75 --bits 6 --overwrite
 	$(VPY) prune/analyze_prune.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) ptq/bitwidth_scan.py --config configs/demo.yaml --run-dir $(DEMO)
 	$(VPY) ptq/summarize_run.py $(DEMO)

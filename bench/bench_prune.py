@@ -8,7 +8,9 @@ difference is the pruning wrappers mid-ramp: unstructured and neuron as
 for the model, prune/shared_step.py), and unstructured with tfmot's own
 per-layer wrapper (the multi-worker path). Epochs of the models are
 interleaved over several rounds and the ratio of median epoch times is
-reported, measured in one run.
+reported, measured in one run. ``qat6``/``qat8``: the same unstructured
+pruning of the model's QKeras copy at 6/8 bits (quantisation-aware pruning,
+hepprune/core/qat.py), reported against float unstructured pruning.
 Target (issue 3): wrapped <= 1.15 x dense.
 """
 
@@ -39,7 +41,8 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from hepprune.core.config import ModelConfig, PruneConfig
+    from hepprune.core import qat
+    from hepprune.core.config import ModelConfig, PruneConfig, QatConfig
     from hepprune.core.models import build_model
     from hepprune.data.calorimeter import CalorimeterParams, generate_events
     from hepprune.prune.pruning import prunable_layers, wrap_for_pruning
@@ -54,17 +57,20 @@ def main() -> None:
     ds = ds.cache().repeat().prefetch(tf.data.AUTOTUNE)
     model_cfg = ModelConfig(hidden_units=[int(h) for h in args.hidden.split(",")])
 
-    variants = ("dense", "unstructured", "neuron", "tfmot_per_layer")
+    variants = ("dense", "unstructured", "neuron", "tfmot_per_layer", "qat8", "qat6")
     rounds = args.epochs
 
     def build(variant: str):
         keras.utils.set_random_seed(0)
         model = build_model(model_cfg, (x.shape[1],))
+        if variant.startswith("qat"):
+            model = qat.quantise(model, int(variant[3:]), QatConfig())
         callbacks = []
         if variant != "dense":
             # Mask updates all through the measured epochs: the wrappers' worst case.
             cfg = PruneConfig(epochs=rounds + 1, warmup_epochs=0, pruning_epochs=rounds + 1,
                               granularity="neuron" if variant == "neuron" else "unstructured", targets=[0.5])
+            # (prunable_layers skips QActivation: a PrunableLayer with nothing to prune)
             model = wrap_for_pruning(model, prunable_layers(model), derive_schedule(cfg, 0.5, steps), cfg,
                                      shared_step=variant != "tfmot_per_layer")
             callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
@@ -99,6 +105,10 @@ def main() -> None:
             result[f"{v}_cpu_over_dense"] = round(median_cpu[v] / median_cpu["dense"], 3)
             result[f"{v}_cpu_over_dense_paired"] = round(float(np.median(
                 np.array(cpu[v]) / np.array(cpu["dense"]))), 3)
+        if v.startswith("qat"):  # quantisation-aware pruning against float pruning, same rounds
+            result[f"{v}_cpu_over_unstructured"] = round(median_cpu[v] / median_cpu["unstructured"], 3)
+            result[f"{v}_cpu_over_unstructured_paired"] = round(float(np.median(
+                np.array(cpu[v]) / np.array(cpu["unstructured"]))), 3)
     print(json.dumps(result, indent=2))
 
 

@@ -29,7 +29,8 @@ def summary_rows(run_dir: Path) -> list[dict]:
         if test is None:  # e.g. sensitivity/: listed below the table, not a model
             rows.append({"stage": stage.name, "path": str(stage), "table": False})
             continue
-        rows.append({"stage": stage.name, "target": m.get("target_sparsity"),
+        rows.append({"stage": stage.name, "bits": "float" if m.get("bits") is None else str(m["bits"]),
+                     "target": m.get("target_sparsity"),
                      "sparsity": m.get("achieved_sparsity", 0.0 if stage.name == "baseline" else None),
                      "val_loss": m.get("val_loss"), "response": test.get("response_median"),
                      "resolution": test.get("resolution_q68"), "raw_response": ref.get("response_median"),
@@ -40,9 +41,9 @@ def summary_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-COLUMNS = ("stage", "target", "sparsity", "val_loss", "response", "resolution", "raw_response",
+COLUMNS = ("stage", "bits", "target", "sparsity", "val_loss", "response", "resolution", "raw_response",
            "raw_resolution", "params", "nonzero", "gzip_bytes")
-CLASSIFICATION_COLUMNS = ("stage", "target", "sparsity", "val_loss", "accuracy", "auc_mean", "params", "nonzero",
+CLASSIFICATION_COLUMNS = ("stage", "bits", "target", "sparsity", "val_loss", "accuracy", "auc_mean", "params", "nonzero",
                           "gzip_bytes")
 
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
     print(f"\nRun {run_dir.resolve()}\n(sparsity = achieved fraction of zero weights in pruned kernels; "
-          "response = median pred/true and resolution = half its 68% width, on the held-out test split; "
+          "bits = the QAT bit setting; response = median pred/true and resolution = half its 68% width, on the held-out test split; "
           "raw = the reference estimator; for classification, accuracy and the mean one-vs-rest ROC AUC)\n")
     print(format_table(rows))
     print()

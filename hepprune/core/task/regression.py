@@ -242,13 +242,18 @@ class Regression(Task):
         layer_sparsity_plot(models, out / "layer_sparsity.png")
 
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        order = sorted(models, key=lambda m: m["sparsity"])
-        s = [m["sparsity"] for m in order]
-        ax.plot(s, [m["gzip_bytes"] for m in order], "o-", label="gzip bytes")
-        ax.plot(s, [m["tflite_quant_bytes"] for m in order], "s-", label="TFLite quant. bytes")
-        ax.set(xlabel="achieved sparsity", ylabel="bytes")
         ax2 = ax.twinx()
-        ax2.plot(s, [m["multipliers"] for m in order], "^-", color="C3", label="multipliers")
+        settings = sorted({m.get("bits") for m in models}, key=lambda b: (b is not None, -(b or 0)))
+        for k, bits in enumerate(settings):  # one line per bit setting (float, then QAT, widest first)
+            order = sorted((m for m in models if m.get("bits") == bits), key=lambda m: m["sparsity"])
+            s = [m["sparsity"] for m in order]
+            tag = "" if len(settings) == 1 else (" (float)" if bits is None else f" ({bits}-bit QAT)")
+            style = "-" if bits is None else ":"
+            ax.plot(s, [m["gzip_bytes"] for m in order], "o" + style, color=f"C{2 * k}", label="gzip bytes" + tag)
+            ax.plot(s, [m["tflite_quant_bytes"] for m in order], "s" + style, color=f"C{2 * k + 1}",
+                    label="TFLite quant. bytes" + tag)
+            ax2.plot(s, [m["multipliers"] for m in order], "^" + style, color="C3", label="multipliers" + tag)
+        ax.set(xlabel="achieved sparsity", ylabel="bytes")
         ax2.set_ylabel("multipliers (hls4ml Latency)")
         ax.legend(loc="upper center", fontsize=8)
         ax2.legend(loc="upper right", fontsize=8)

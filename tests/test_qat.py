@@ -226,3 +226,30 @@ def test_classification_with_qat_is_refused_at_the_door(qat_run, tmp_path):
                 "--data", qat_run / "data.h5", "--set", "task=classification")
     assert_one_line_error(proc, "qat.bits: quantisation-aware training is for regression")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_quantised_cnn_is_bit_exact_in_hls4ml(tmp_path):
+    """The built-in CNN (QConv2D, pooling, flatten, QDense), trained briefly at 6 bits, C-simulated
+    through io_stream as CNNs are synthesised: equal to the QKeras model on every event."""
+    from hepprune.core import qat
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig, ModelConfig, QatConfig
+    from hepprune.core.models import build_model
+    from hepprune.ptq import hls_bridge
+    from hepprune.ptq.csim_build import compile_graph
+
+    keras.utils.set_random_seed(0)
+    cnn = build_model(ModelConfig(type="cnn", conv_filters=[4, 8], pool_size=2, hidden_units=[8]), (8, 8, 1))
+    model = qat.quantise(cnn, 6, QatConfig())
+    assert [type(layer).__name__ for layer in model.layers][:4] == ["QActivation", "QConv2D", "QActivation",
+                                                                    "MaxPooling2D"]
+    x = np.random.default_rng(0).normal(size=(600, 8, 8, 1)).astype(np.float32)
+    model.compile(optimizer="adam", loss="mae")
+    model.fit(x, x.mean(axis=(1, 2, 3)) + 1, epochs=2, verbose=0)
+    precisions = hls_bridge.qat_precisions(model)
+    assert precisions["pool1"]["Precision"]["result"] == "ap_ufixed<6,2,AP_RND_CONV,AP_SAT>"  # passes on conv1_act's
+    graph = hls_bridge.convert(model, tmp_path / "cnn", HlsConfig(io_type="io_stream"), precisions)
+    compile_graph(graph)
+    y_hls = hls_bridge.csim_predict(graph, x)
+    y_keras = model.predict(x, verbose=0).astype(np.float64)
+    np.testing.assert_array_equal(y_hls, y_keras)

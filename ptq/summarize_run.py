@@ -43,8 +43,8 @@ def summary_rows(run_dir: Path) -> list[dict]:
 
 COLUMNS = ("stage", "bits", "target", "sparsity", "val_loss", "response", "resolution", "raw_response",
            "raw_resolution", "params", "nonzero", "gzip_bytes")
-CLASSIFICATION_COLUMNS = ("stage", "bits", "target", "sparsity", "val_loss", "accuracy", "auc_mean", "params", "nonzero",
-                          "gzip_bytes")
+CLASSIFICATION_COLUMNS = ("stage", "bits", "target", "sparsity", "val_loss", "accuracy", "auc_mean", "params",
+                          "nonzero", "gzip_bytes")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -68,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
     print(f"\nRun {run_dir.resolve()}\n(sparsity = achieved fraction of zero weights in pruned kernels; "
-          "bits = the QAT bit setting; response = median pred/true and resolution = half its 68% width, on the held-out test split; "
-          "raw = the reference estimator; for classification, accuracy and the mean one-vs-rest ROC AUC)\n")
+          "bits = the QAT bit setting; response = median pred/true and resolution = half its 68% width, on the "
+          "held-out test split; raw = the reference estimator; for classification, accuracy and the mean one-vs-rest ROC AUC)\n")
     print(format_table(rows))
     print()
     for r in rows:

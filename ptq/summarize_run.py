@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise RunError(f"{run_dir} has no finished stage (no */metrics.json)")
     print(f"\nRun {run_dir.resolve()}\n(sparsity = achieved fraction of zero weights in pruned kernels; "
           "bits = the QAT bit setting; response = median pred/true and resolution = half its 68% width, on the "
-          "held-out test split; raw = the reference estimator; for classification, accuracy and the mean one-vs-rest ROC AUC)\n")
+          "held-out test split; raw = the reference estimator; for classification, accuracy and the mean "
+          "one-vs-rest ROC AUC)\n")
     print(format_table(rows))
     print()
     for r in rows:

@@ -145,3 +145,23 @@ def test_every_import_inside_a_function_says_what_it_defers():
     bare = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path, n, line in marked
             if not re.search(r"# noqa: [A-Z0-9, ]*PLC0415 - deferred: \S", line)]
     assert not bare, "say what the import defers, as `# noqa: PLC0415 - deferred: TensorFlow ...`:\n" + "\n".join(bare)
+
+
+def test_tfmot_loads_without_keras_3():
+    """Every stage that reads a model imports tfmot, whose registry tries Keras 3's
+    ``keras.src.engine`` and falls back to no base layer; the backend makes that
+    try fail at once instead of after ~2 s of importing Keras 3. The registry ends
+    the same, pruning works, and ``keras`` is importable afterwards."""
+    code = textwrap.dedent("""
+        import importlib.util, sys
+        from hepprune.core.backend import keras, tfmot
+        from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+        sparsity = tfmot.sparsity.keras
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=sparsity.ConstantSparsity(0.5, 0))
+        print("keras" in sys.modules, prune_registry.base_layer, importlib.util.find_spec("keras") is not None,
+              type(wrapped.layers[0]).__name__)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "None", "True", "PruneLowMagnitude"], proc.stdout

@@ -51,9 +51,29 @@ __all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
 
 
 def __getattr__(name: str) -> Any:
-    # tfmot costs ~1 s to import and only the pruning stage needs it.
+    # tfmot costs ~0.4 s to import and only the stages that read or prune a model need it.
     if name == "tfmot":
-        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s) on first use
+        return _import_tfmot()
+    raise AttributeError(name)
+
+
+def _import_tfmot() -> Any:
+    """tfmot, imported without Keras 3.
+
+    tfmot 0.8's prune_registry tries ``from keras.src.engine import base_layer``
+    on import; with TensorFlow >= 2.16 ``keras`` is Keras 3, which takes ~2 s
+    to import (scipy, matplotlib, scikit-learn...) and then has no
+    ``keras.src.engine``, so tfmot falls back to no base layer anyway. Blocking
+    ``keras`` for that one import makes it fail at once, with the same result;
+    a ``keras`` already imported (say by a user's module) is left alone.
+    """
+    if "tensorflow_model_optimization" in sys.modules or "keras" in sys.modules:
+        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
 
         return tfmot
-    raise AttributeError(name)
+    sys.modules["keras"] = None  # type: ignore[assignment]  # `import keras` raises ImportError at once
+    try:
+        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
+    finally:
+        del sys.modules["keras"]  # a later `import keras` (Keras 3) works as before
+    return tfmot

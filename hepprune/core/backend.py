@@ -47,7 +47,7 @@ with quiet_stderr():
 if TYPE_CHECKING:  # at run time the module __getattr__ below imports it on first use
     import tensorflow_model_optimization as tfmot
 
-__all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
+__all__ = ["tf", "keras", "tfmot", "quiet_stderr", "without_keras_3"]
 
 
 def __getattr__(name: str) -> Any:
@@ -57,23 +57,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def _import_tfmot() -> Any:
-    """tfmot, imported without Keras 3.
+@contextlib.contextmanager
+def without_keras_3() -> Iterator[None]:
+    """Within it, ``import keras`` fails at once, unless Keras 3 is already imported.
 
-    tfmot 0.8's prune_registry tries ``from keras.src.engine import base_layer``
-    on import; with TensorFlow >= 2.16 ``keras`` is Keras 3, which takes ~2 s
-    to import (scipy, matplotlib, scikit-learn...) and then has no
-    ``keras.src.engine``, so tfmot falls back to no base layer anyway. Blocking
-    ``keras`` for that one import makes it fail at once, with the same result;
-    a ``keras`` already imported (say by a user's module) is left alone.
+    tfmot 0.8 (on import) and TFLite's converter (on every convert) try
+    ``import keras`` only to tell a Keras 3 model apart: tfmot then asks it for
+    ``keras.src.engine``, which Keras 3 lacks, and falls back to no base layer;
+    the converter finds our tf_keras model is not a Keras 3 one. Importing
+    Keras 3 for that takes ~2 s (scipy, matplotlib, scikit-learn...); a failed
+    import gives both the same answer. A later ``import keras`` works as before.
     """
-    if "tensorflow_model_optimization" in sys.modules or "keras" in sys.modules:
-        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
-
-        return tfmot
+    if "keras" in sys.modules:  # already paid for (say by a user's module): leave it
+        yield
+        return
     sys.modules["keras"] = None  # type: ignore[assignment]  # `import keras` raises ImportError at once
     try:
-        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
+        yield
     finally:
-        del sys.modules["keras"]  # a later `import keras` (Keras 3) works as before
+        if sys.modules.get("keras", "") is None:
+            del sys.modules["keras"]
+
+
+def _import_tfmot() -> Any:
+    """tfmot, imported without Keras 3 (see :func:`without_keras_3`)."""
+    with without_keras_3():
+        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
     return tfmot

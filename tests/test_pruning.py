@@ -374,6 +374,44 @@ def test_bad_input_is_one_line_and_writes_nothing(run, run_cli, args, fragment):
     assert not list(run.glob("prune_*"))
 
 
+def test_model_h5_is_described_as_the_loaded_model(tmp_path):
+    """The stage refuses bad layer choices and unreachable targets before
+    TensorFlow loads, from the baseline's model.h5 as h5py reads it (prune.plan);
+    the decisions and messages are those of the loaded model because the spec
+    read from the file equals the loaded model's, for every kind of network the
+    workflow builds. A file only TensorFlow can describe gives none."""
+    from examples.user_model.models import small_cnn, two_branch, with_custom_layer
+    from hepprune.core.backend import keras
+    from hepprune.core.config import ModelConfig
+    from hepprune.core.fit import save_model_h5
+    from hepprune.core.models import WEIGHTLESS_TYPES, build_model, load_model
+    from hepprune.prune import plan
+    from hepprune.prune.pruning import describe
+
+    assert plan.WEIGHTLESS_TYPES == WEIGHTLESS_TYPES  # the output walk's rule, as models.output_layers has it
+    models = {
+        "mlp": build_model(ModelConfig(hidden_units=[8, 4]), (4,)),
+        "mlp_bn_classes": build_model(ModelConfig(hidden_units=[8, 4], batch_norm=True), (4,), 3, "softmax"),
+        "cnn": build_model(ModelConfig(type="cnn", hidden_units=[8], pool_size=2, batch_norm=True), (8, 8, 1)),
+        "small_cnn": small_cnn((8, 8, 1), 3),
+        "two_branch": two_branch((4,), 1),
+        "two_branch_classes": two_branch((4,), 3),
+    }
+    for name, model in models.items():
+        save_model_h5(model, tmp_path / f"{name}.h5")
+        spec = plan.spec_from_h5(tmp_path / f"{name}.h5", ModelConfig())
+        assert spec is not None, name
+        assert spec == describe(load_model(tmp_path / f"{name}.h5", ModelConfig())), name
+        assert spec.outputs == ("output",), name
+    custom = ModelConfig(custom_objects=["examples.user_model.models:ScaledDense",
+                                         "examples.user_model.models:FeatureScale"])
+    save_model_h5(with_custom_layer((4,), 1), tmp_path / "custom.h5")
+    assert plan.spec_from_h5(tmp_path / "custom.h5", custom) is None
+    assert plan.spec_from_h5(tmp_path / "custom.h5", ModelConfig()) is None  # classes it does not know
+    assert plan.spec_from_h5(tmp_path / "missing.h5", ModelConfig()) is None  # loading it says what is wrong
+    keras.backend.clear_session()
+
+
 def test_missing_baseline(tmp_path, run_cli):
     proc = run_cli("prune/train_model_prune.py", "--config", _config_path(tmp_path / "run"), "--run-dir",
                    tmp_path / "run")

@@ -158,8 +158,10 @@ def test_usr1_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_cluster, t
 
 def test_usr1_during_the_set_up_lines_requeues_too(slurm_cluster, tmp_path, run_cli):
     """The signal can come while `module load` or a venv activation runs, before the stage starts."""
+    # A slow set-up line (15 s) the first time; the requeued job need not wait again (SLURM_RESTART_COUNT).
     config = CONFIG.replace("  signal_seconds: 60\n", "  signal_seconds: 60\n  setup: ['if [ -f .venv/bin/activate ]; "
-                            "then source .venv/bin/activate; fi', 'echo hepprune-setting-up; sleep 15']\n")
+                            "then source .venv/bin/activate; fi', 'echo hepprune-setting-up; "
+                            "if [ \"${SLURM_RESTART_COUNT:-0}\" = 0 ]; then sleep 15; fi']\n")
     assert "hepprune-setting-up" in config
     jobs, _ = submit(tmp_path, run_cli, "--stages", "pretrain", config=config)
     job = jobs["pretrain"]

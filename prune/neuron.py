@@ -14,18 +14,15 @@ layer's bias, so the smaller model predicts exactly what the masked one does.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
 from hepprune.core.backend import keras, tf
 from hepprune.core.errors import ConfigError
+from hepprune.prune import plan
 from hepprune.prune.shared_step import check_stepped
 
 log = logging.getLogger(__name__)
-
-ELEMENTWISE = ("Activation", "ReLU", "BatchNormalization", "Dropout", "LeakyReLU")
-
 
 def keep_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
     """True for the output units (last axis) to keep: all but the
@@ -89,33 +86,16 @@ class NeuronPruned(keras.layers.Wrapper):
 
 def check_supported(model, layers: list[str]) -> None:
     """Neuron pruning needs a Sequential chain of Dense layers with only
-    element-wise layers between a pruned layer and the next Dense."""
-    if not isinstance(model, keras.Sequential):
-        raise ConfigError("prune.granularity=neuron supports Sequential models only (this one is "
-                          f"{type(model).__name__}); use unstructured or block")
-    for name in layers:
-        layer = model.get_layer(name)
-        if type(layer).__name__ != "Dense":
-            raise ConfigError(f"prune.granularity=neuron prunes Dense units; layer {name} is "
-                              f"{type(layer).__name__} (exclude it with prune.exclude)")
-        _next_dense(model, name)
+    element-wise layers between a pruned layer and the next Dense
+    (:func:`prune.plan.check_neuron_supported`)."""
+    plan.check_neuron_supported(type(model).__name__, isinstance(model, keras.Sequential),
+                                [(layer.name, type(layer).__name__) for layer in model.layers], layers)
 
 
 def _next_dense(model, name: str):
     """(elementwise layers in between, the next Dense) after ``name``."""
-    seq = model.layers
-    i = [layer.name for layer in seq].index(name)
-    between: list[Any] = []
-    for layer in seq[i + 1:]:
-        kind = type(layer).__name__
-        if kind == "Dense":
-            return between, layer
-        if kind not in ELEMENTWISE:
-            raise ConfigError(f"neuron pruning of {name}: {layer.name} ({kind}) follows it; only "
-                              f"{', '.join(ELEMENTWISE)} may stand between two Dense layers")
-        between.append(layer)
-    raise ConfigError(f"neuron pruning of {name}: it is the output layer (removing its units would "
-                      "change the model's outputs)")
+    between, nxt = plan.next_dense([(layer.name, type(layer).__name__) for layer in model.layers], name)
+    return [model.layers[i] for i in between], model.layers[nxt]
 
 
 def apply_masks(model, masks: dict[str, np.ndarray]) -> None:

@@ -11,7 +11,6 @@ and the run fails if any layer misses its target by more than
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from dataclasses import replace
@@ -22,19 +21,19 @@ import numpy as np
 from hepprune.core import artifacts, distribute, fit, lifecycle, qat
 from hepprune.core.backend import keras, tf
 from hepprune.core.config import Config
-from hepprune.core.errors import ConfigError, RunError
+from hepprune.core.errors import RunError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.models import load_model, output_layers
 from hepprune.core.results import Evaluation, PruneResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, format_target, prune_config_text, prune_stage, setting_label
 from hepprune.core.task import task_of
 from hepprune.data.prepare import prepare_data
-from hepprune.prune.schedule import Schedule, derive_schedule
+from hepprune.prune import plan
+from hepprune.prune.plan import PRUNABLE_TYPES, LayerSpec, ModelSpec
+from hepprune.prune.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-PRUNABLE_TYPES = ("Dense", "Conv1D", "Conv2D")  # built-in layers whose kernel tfmot prunes
-NOT_PRUNED_QUIETLY = ("BatchNormalization", "LayerNormalization")  # weights, but nothing to prune by design
 WRAPPED_MODEL_FILE = "model_pruning_wrappers.h5"
 
 
@@ -56,59 +55,28 @@ def prunable_weights(layer) -> list:
     return list(layer.get_prunable_weights()) if is_custom_prunable(layer) else [layer.kernel]
 
 
+def describe_layer(layer) -> LayerSpec:
+    """One live layer as :mod:`prune.plan` decides on it."""
+    custom = is_custom_prunable(layer)
+    shapes = (tuple(tuple(int(d) for d in w.shape) for w in prunable_weights(layer))
+              if custom or type(layer).__name__ in PRUNABLE_TYPES else ())
+    return LayerSpec(layer.name, type(layer).__name__, bool(layer.weights), custom, shapes)
+
+
+def describe(model) -> ModelSpec:
+    """A live model as :mod:`prune.plan` decides on it."""
+    return ModelSpec(type(model).__name__, isinstance(model, keras.Sequential),
+                     tuple(describe_layer(layer) for layer in model.layers), tuple(output_layers(model)))
+
+
 def prunable_layers(model) -> list[str]:
-    """Every prunable layer except those producing the output. A weighted layer
-    tfmot cannot prune is left dense, with a warning naming it."""
-    outputs = set(output_layers(model))
-    for layer in model.layers:
-        if layer.weights and not can_prune(layer) and type(layer).__name__ not in NOT_PRUNED_QUIETLY:
-            log.warning("layer %s (%s) cannot be pruned by tfmot; it stays dense", layer.name, type(layer).__name__)
-    return [layer.name for layer in model.layers if can_prune(layer) and layer.name not in outputs]
-
-
-def _is_pattern(text: str) -> bool:
-    return any(c in text for c in "*?[")
+    """Every prunable layer except those producing the output (plan.prunable_layers)."""
+    return plan.prunable_layers(describe(model))
 
 
 def select_layers(model, include: list[str], exclude: list[str]) -> list[str]:
-    """Layer names to prune; unknown names or patterns are an error."""
-    names = [layer.name for layer in model.layers]
-    candidates = [layer.name for layer in model.layers if can_prune(layer)]
-    for key, patterns in (("include", include), ("exclude", exclude)):
-        for pattern in patterns:
-            if not fnmatch.filter(names, pattern):
-                raise ConfigError(f"prune.{key}: no layer matches '{pattern}'; layers: {', '.join(names)}")
-    if include:
-        # A wildcard pattern picks the prunable layers it matches (fc* names activations too);
-        # a plain name, or a pattern matching nothing prunable, that cannot be pruned is refused.
-        not_prunable = [p for p in include if not fnmatch.filter(candidates, p) or
-                        (not _is_pattern(p) and p not in candidates)]
-        if not_prunable:
-            raise ConfigError(f"prune.include: {', '.join(not_prunable)} cannot be pruned (only "
-                              f"{', '.join(PRUNABLE_TYPES)} kernels and tfmot PrunableLayer weights are); "
-                              f"prunable: {', '.join(candidates)}")
-        chosen = [n for n in candidates if any(fnmatch.fnmatchcase(n, p) for p in include)]
-    else:
-        chosen = prunable_layers(model)
-    chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
-    if not chosen:
-        raise ConfigError(f"the model has no layer to prune (prunable: {', '.join(candidates) or 'none'}, "
-                          f"include={include}, exclude={exclude})")
-    return chosen
-
-
-def _block_size(layer, cfg) -> tuple[int, int]:
-    """tfmot's block pruning needs a 2-D kernel at least one block wide; a
-    layer that cannot take the block (e.g. Dense(1)) is pruned unstructured."""
-    if cfg.granularity != "block":
-        return (1, 1)
-    block = tuple(cfg.block_size)
-    shape = tuple(prunable_weights(layer)[0].shape)
-    if len(shape) != 2 or shape[0] < block[0] or shape[1] < block[1]:
-        log.warning("layer %s (kernel %s) cannot take block_size %s; pruning it unstructured",
-                    layer.name, shape, list(block))
-        return (1, 1)
-    return block
+    """Layer names to prune; unknown names or patterns are an error (plan.select_layers)."""
+    return plan.select_layers(describe(model), include, exclude)
 
 
 def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg, *, shared_step: bool = True):
@@ -135,9 +103,9 @@ def wrap_for_pruning(model, layers: list[str], schedule: Schedule, cfg, *, share
             return NeuronPruned(layer, schedule.tfmot(), stepped_by_model=shared_step,
                                 name=f"neuron_pruned_{layer.name}")
         if shared_step:
-            return shared.wrap(layer, schedule.tfmot(), _block_size(layer, cfg))
+            return shared.wrap(layer, schedule.tfmot(), plan.block_size(describe_layer(layer), cfg))
         return tfmot.sparsity.keras.prune_low_magnitude(
-            layer, pruning_schedule=schedule.tfmot(), block_size=_block_size(layer, cfg))
+            layer, pruning_schedule=schedule.tfmot(), block_size=plan.block_size(describe_layer(layer), cfg))
 
     # clone_model hands the original layer objects to `wrap`, so the wrapped
     # model shares (starts from, and trains) the baseline model's layers.
@@ -178,30 +146,6 @@ def strip(model, base_model, layers: list[str], granularity: str):
              if getattr(layer, "layer", None) is not None and layer.layer.name in layers}
     apply_masks(base_model, masks)  # base_model's layers are the trained ones
     return base_model, shrink_model(base_model, masks)
-
-
-def pruning_units(layer, cfg) -> tuple[int, str]:
-    """How many independent pieces the pruner removes from this layer's kernel."""
-    weights = prunable_weights(layer)
-    shape = tuple(int(d) for d in weights[0].shape)
-    if cfg.granularity == "neuron":
-        return shape[-1], "units"
-    block = _block_size(layer, cfg) if cfg.granularity == "block" else (1, 1)
-    if block != (1, 1):
-        return (shape[0] // block[0]) * (shape[1] // block[1]), f"{block[0]}x{block[1]} blocks"
-    return int(sum(np.prod(w.shape) for w in weights)), "weights"
-
-
-def check_reachable(model, layers: list[str], target: float, cfg) -> None:
-    """Refuse, before training, a target a layer cannot meet within the
-    tolerance: a layer of n pieces can only be pruned in steps of 1/n."""
-    for name in layers:
-        n, what = pruning_units(model.get_layer(name), cfg)
-        reachable = 1 - round(n * (1 - target)) / n
-        if abs(reachable - target) > cfg.tolerance:
-            raise ConfigError(f"target {target:g} is unreachable for layer {name}: it has {n} {what}, so the "
-                              f"nearest sparsity is {reachable:.4f}, off by more than prune.tolerance="
-                              f"{cfg.tolerance:g}; pick a target near a multiple of 1/{n} or exclude the layer")
 
 
 def kernel_sparsity(model, layers: list[str]) -> dict[str, tuple[int, int]]:
@@ -258,15 +202,8 @@ def _sparsity_logger(keras, tf, logdir: Path):
 
 
 def plan_target(cfg: Config, target: float, model, steps_per_epoch: int) -> tuple[list[str], Schedule]:
-    """The layers and schedule for one target, or the ConfigError that refuses it."""
-    schedule = derive_schedule(cfg.prune, target, steps_per_epoch)
-    layers = select_layers(model, cfg.prune.include, cfg.prune.exclude)
-    if cfg.prune.granularity == "neuron":
-        from hepprune.prune.neuron import check_supported  # noqa: PLC0415 - deferred: tfmot, only for neuron pruning
-
-        check_supported(model, layers)
-    check_reachable(model, layers, target, cfg.prune)
-    return layers, schedule
+    """The layers and schedule for one target, or the ConfigError that refuses it (plan.plan_target)."""
+    return plan.plan_target(cfg, target, describe(model), steps_per_epoch)
 
 
 def starting_model(cfg: Config, run_dir: Path, bits: int | None):

@@ -27,13 +27,15 @@ import threading
 
 import numpy as np
 
+from hepprune.core.backend import (  # first: it selects Keras 2 before TensorFlow or tfmot is imported
+    tf,
+    tfmot,  # noqa: F401 - the package, imported as the backend does it (without Keras 3)
+)
+
+# isort: split
 # Subclassing needs tfmot's module itself, not the public alias; setup.cfg
 # pins tfmot <0.9, whose private Pruning API update_masks uses.
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-from hepprune.core.backend import (
-    tf,  # first: it selects Keras 2 before TensorFlow or tfmot is imported
-)
 
 _MISSING_CALLBACK = pruning_wrapper.PruneLowMagnitude._PRUNE_CALLBACK_ERROR_MSG
 _NOT_INSTALLED = ("layer {name} is pruned by its model's train step (prune.shared_step.install), but it is "

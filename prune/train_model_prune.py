@@ -24,6 +24,7 @@ from hepprune.core.cli import ArgumentParser, parse_bits, parse_targets, run
 from hepprune.core.errors import ConfigError
 from hepprune.core.runs import format_target, resolve_config, sweep
 from hepprune.core.task import task_of
+from hepprune.prune import plan
 
 log = logging.getLogger("hepprune.prune")
 
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     cfg = resolve_config(cfg, "prune", run_dir=run_dir, data=args.data)
     distribute.start(cfg)  # joins the other workers before TensorFlow runs anything
+    plan.refuse_early(cfg, run_dir)  # bad layer choices or targets, from model.h5 without TensorFlow
     from hepprune.prune import pruning  # noqa: PLC0415 - deferred: TensorFlow: after the config check
 
     pruning.check_sweep(cfg, run_dir, pairs)  # refuse before the first model trains

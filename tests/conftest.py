@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -44,15 +45,34 @@ def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides
     return write_shard(path, **kwargs)
 
 
+def _run_root(tmp_path_factory) -> Path:
+    """This run's temporary base, common to all xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(directory)`` run by the first xdist worker that asks, under a
+    lock; the others wait for it and get the same directory. Tests only read
+    it (or copy it first)."""
+    root = _run_root(tmp_path_factory)
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # a worker that failed to build it
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def csim_cache(tmp_path_factory):
     """One cache of C-simulation libraries (ptq/csim_build.py) for the whole run,
     shared by the xdist workers, started empty: each distinct firmware is
     compiled once per run, and the user's own cache is never touched."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the workers' common base
-    os.environ["HEPPRUNE_CACHE_DIR"] = str(root / "hepprune-cache")
+    os.environ["HEPPRUNE_CACHE_DIR"] = str(_run_root(tmp_path_factory) / "hepprune-cache")
     return Path(os.environ["HEPPRUNE_CACHE_DIR"])
 
 
@@ -92,17 +112,19 @@ PRUNED_RUN_CONFIG = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="session")
-def pruned_run(tmp_path_factory):
-    """A tiny finished run (baseline and prune_0.50), built once; copy it before changing it."""
-    root = tmp_path_factory.mktemp("analysis")
+def _build_pruned_run(root: Path) -> None:
     (root / "config.yaml").write_text(PRUNED_RUN_CONFIG)
     make_shard(root / "data.h5", n=3000, seed=9)
     for script, extra in (("ptq/trainModel.py", ["--data", str(root / "data.h5")]), ("prune/train_model_prune.py", [])):
         proc = subprocess.run([sys.executable, str(ROOT / script), "--config", str(root / "config.yaml"),
                                "--run-dir", str(root / "run"), *extra], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    return root
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tmp_path_factory):
+    """A tiny finished run (baseline and prune_0.50), built once for all workers; copy it before changing it."""
+    return built_once(tmp_path_factory, "pruned_run", _build_pruned_run)
 
 
 @pytest.fixture
@@ -128,8 +150,11 @@ def plateau_run(tmp_path_factory):
     """A tiny baseline whose validation loss stops improving within a few epochs:
     its target (true/reference) is noise the inputs cannot predict, 480 training
     events. Pretraining reduces the learning rate and stops early long before
-    train.epochs. Built once; copy it before changing it."""
-    root = tmp_path_factory.mktemp("plateau")
+    train.epochs. Built once for all workers; copy it before changing it."""
+    return built_once(tmp_path_factory, "plateau_run", _build_plateau_run)
+
+
+def _build_plateau_run(root: Path) -> None:
     (root / "config.yaml").write_text(PLATEAU_CONFIG)
     n = 600
     rng = np.random.default_rng(21)
@@ -140,7 +165,6 @@ def plateau_run(tmp_path_factory):
                            "--run-dir", str(root / "run"), "--data", str(root / "data.h5")], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root
 
 
 def saved_model_val_mae(stage: Path) -> float:

@@ -4,6 +4,9 @@ import csv
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +70,24 @@ def test_analysis_writes_summary_report_and_plots(run, run_cli):
     assert all(abs(float(r["hls_response_shift"])) <= tolerance for r in rows)
 
 
-def test_all_samples_and_model_selection(run, run_cli):
-    _analyse(run_cli, run, "--samples", "all", "--models", "prune_0.50", "--no-hls")
-    summary = json.loads((run / "analysis/summary.json").read_text())
+@pytest.fixture(scope="module")
+def resource_all_samples(pruned_run, tmp_path_factory):
+    """One analysis without hls4ml of prune_0.50 alone on the whole test split,
+    with the plain resource strategy at reuse factor 4 (firmware estimates only),
+    read by the two tests below."""
+    root = tmp_path_factory.mktemp("resource_all_samples")
+    shutil.copytree(pruned_run / "run", root / "run")
+    shutil.copy(pruned_run / "config.yaml", root / "config.yaml")
+    proc = subprocess.run([sys.executable, str(ROOT / "prune/analyze_prune.py"), "--config", str(root / "config.yaml"),
+                           "--run-dir", str(root / "run"), "--samples", "all", "--models", "prune_0.50", "--no-hls",
+                           "--set", "hls.strategy=resource", "--set", "hls.reuse_factor=4"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run"
+
+
+def test_all_samples_and_model_selection(resource_all_samples):
+    summary = json.loads((resource_all_samples / "analysis/summary.json").read_text())
     assert summary["samples"] == 300  # the whole test split: 10 % of 3000
     assert [m["name"] for m in summary["models"]] == ["prune_0.50"]
     assert summary["models"][0]["response_shift"] is None  # no baseline to compare with
@@ -193,9 +211,8 @@ def test_report_shows_the_vendor_synthesis_table(run, run_cli):
     assert any(line.startswith("| baseline |") and line.endswith("| - | - | - | - |") for line in md.splitlines())
 
 
-def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(run, run_cli):
-    _analyse(run_cli, run, "--no-hls", "--models", "prune_0.50", "--set", "hls.strategy=resource",
-             "--set", "hls.reuse_factor=4")
+def test_plain_resource_strategy_keeps_zero_multipliers_and_uses_bram(resource_all_samples):
+    run = resource_all_samples
     (m,) = json.loads((run / "analysis/summary.json").read_text())["models"]
     # fc1 4x32, fc2 32x16, output 16x1 at RF 4: ceil(n/4) multipliers each, pruned zeros included.
     assert m["multipliers"] == 32 + 128 + 4

@@ -145,3 +145,26 @@ def test_every_import_inside_a_function_says_what_it_defers():
     bare = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path, n, line in marked
             if not re.search(r"# noqa: [A-Z0-9, ]*PLC0415 - deferred: \S", line)]
     assert not bare, "say what the import defers, as `# noqa: PLC0415 - deferred: TensorFlow ...`:\n" + "\n".join(bare)
+
+
+def test_tfmot_and_tflite_run_without_keras_3():
+    """Every stage that reads a model imports tfmot, whose registry tries Keras 3's
+    ``keras.src.engine`` and falls back to no base layer; the analysis's TFLite
+    converter imports Keras 3 to check the model is not one. The backend makes
+    both tries fail at once instead of after ~2 s of importing Keras 3: the
+    registry ends the same, pruning and conversion work, and ``keras`` is
+    importable afterwards."""
+    code = textwrap.dedent("""
+        import importlib.util, sys
+        from hepprune.core.backend import keras, tfmot
+        from hepprune.prune.analysis import tflite_sizes
+        from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+        sparsity = tfmot.sparsity.keras
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=sparsity.ConstantSparsity(0.5, 0))
+        print("keras" in sys.modules, prune_registry.base_layer, type(wrapped.layers[0]).__name__,
+              min(tflite_sizes(model)) > 500, "keras" in sys.modules, importlib.util.find_spec("keras") is not None)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "None", "PruneLowMagnitude", "True", "False", "True"], proc.stdout

@@ -51,6 +51,18 @@ def run(baseline_run, tmp_path):
     return tmp_path / "run"
 
 
+@pytest.fixture(scope="module")
+def swept(baseline_run, tmp_path_factory):
+    """The baseline pruned to every target of CONFIG (0.3, 0.5, 0.75) in one
+    sweep, run once for the tests that only read its stages."""
+    run = tmp_path_factory.mktemp("swept") / "run"
+    shutil.copytree(baseline_run / "run", run)
+    proc = subprocess.run([sys.executable, str(ROOT / "prune/train_model_prune.py"), "--config",
+                           str(_config_path(run)), "--run-dir", str(run)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
 def _prune(run_cli, run, *args, check_ok=True):
     return run_cli("prune/train_model_prune.py", "--config", _config_path(run), "--run-dir", run, *args,
                    check_ok=check_ok)
@@ -88,8 +100,8 @@ def _scalars(logdir, tag):
     return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
-def test_sweep_reaches_every_target_and_writes_every_artifact(run, run_cli):
-    _prune(run_cli, run)
+def test_sweep_reaches_every_target_and_writes_every_artifact(swept):
+    run = swept
     base = _h5_weights(run / "baseline/model.h5")
     for target in (0.3, 0.5, 0.75):
         stage = run / f"prune_{target:.2f}"
@@ -120,8 +132,8 @@ def test_sweep_reaches_every_target_and_writes_every_artifact(run, run_cli):
     assert sizes[0] > sizes[1] > sizes[2]
 
 
-def test_stripped_model_loads_without_tfmot_and_is_sparse(run, run_cli):
-    _prune(run_cli, run, "--targets", "0.75")
+def test_stripped_model_loads_without_tfmot_and_is_sparse(swept):
+    run = swept
     probe = textwrap.dedent(f"""
         import os, sys
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -137,20 +149,18 @@ def test_stripped_model_loads_without_tfmot_and_is_sparse(run, run_cli):
     assert abs(float(zeros) - 0.75) <= 0.01 and shape == "(2, 1)"
 
 
-def test_one_target_alone_equals_the_same_target_in_the_sweep(run, run_cli, tmp_path):
-    _prune(run_cli, run, "--targets", "0.3,0.5")
-    alone = tmp_path / "alone"
-    shutil.copytree(run, alone, ignore=shutil.ignore_patterns("prune_*"))
+def test_one_target_alone_equals_the_same_target_in_the_sweep(swept, run, run_cli):
+    alone = run
     _prune(run_cli, alone, "--targets", "0.5")
-    assert not (alone / "prune_0.30").exists()
-    a, b = _metrics(run, 0.5), _metrics(alone, 0.5)
+    assert not (alone / "prune_0.30").exists() and not (alone / "prune_0.75").exists()
+    a, b = _metrics(swept, 0.5), _metrics(alone, 0.5)
     for m in (a, b):
         m.pop("train_seconds_this_process")
     assert a == b
 
 
-def test_tensorboard_has_per_layer_sparsity_including_the_final_epoch(run, run_cli):
-    _prune(run_cli, run, "--targets", "0.5")
+def test_tensorboard_has_per_layer_sparsity_including_the_final_epoch(swept):
+    run = swept  # its prune_0.50 equals the target's run alone (test_one_target_alone_...)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     schedule = json.loads((run / "prune_0.50/schedule.json").read_text())
@@ -362,6 +372,44 @@ def test_bad_input_is_one_line_and_writes_nothing(run, run_cli, args, fragment):
     proc = _prune(run_cli, run, *args, check_ok=False)
     assert_one_line_error(proc, fragment)
     assert not list(run.glob("prune_*"))
+
+
+def test_model_h5_is_described_as_the_loaded_model(tmp_path):
+    """The stage refuses bad layer choices and unreachable targets before
+    TensorFlow loads, from the baseline's model.h5 as h5py reads it (prune.plan);
+    the decisions and messages are those of the loaded model because the spec
+    read from the file equals the loaded model's, for every kind of network the
+    workflow builds. A file only TensorFlow can describe gives none."""
+    from examples.user_model.models import small_cnn, two_branch, with_custom_layer
+    from hepprune.core.backend import keras
+    from hepprune.core.config import ModelConfig
+    from hepprune.core.fit import save_model_h5
+    from hepprune.core.models import WEIGHTLESS_TYPES, build_model, load_model
+    from hepprune.prune import plan
+    from hepprune.prune.pruning import describe
+
+    assert plan.WEIGHTLESS_TYPES == WEIGHTLESS_TYPES  # the output walk's rule, as models.output_layers has it
+    models = {
+        "mlp": build_model(ModelConfig(hidden_units=[8, 4]), (4,)),
+        "mlp_bn_classes": build_model(ModelConfig(hidden_units=[8, 4], batch_norm=True), (4,), 3, "softmax"),
+        "cnn": build_model(ModelConfig(type="cnn", hidden_units=[8], pool_size=2, batch_norm=True), (8, 8, 1)),
+        "small_cnn": small_cnn((8, 8, 1), 3),
+        "two_branch": two_branch((4,), 1),
+        "two_branch_classes": two_branch((4,), 3),
+    }
+    for name, model in models.items():
+        save_model_h5(model, tmp_path / f"{name}.h5")
+        spec = plan.spec_from_h5(tmp_path / f"{name}.h5", ModelConfig())
+        assert spec is not None, name
+        assert spec == describe(load_model(tmp_path / f"{name}.h5", ModelConfig())), name
+        assert spec.outputs == ("output",), name
+    custom = ModelConfig(custom_objects=["examples.user_model.models:ScaledDense",
+                                         "examples.user_model.models:FeatureScale"])
+    save_model_h5(with_custom_layer((4,), 1), tmp_path / "custom.h5")
+    assert plan.spec_from_h5(tmp_path / "custom.h5", custom) is None
+    assert plan.spec_from_h5(tmp_path / "custom.h5", ModelConfig()) is None  # classes it does not know
+    assert plan.spec_from_h5(tmp_path / "missing.h5", ModelConfig()) is None  # loading it says what is wrong
+    keras.backend.clear_session()
 
 
 def test_missing_baseline(tmp_path, run_cli):

@@ -47,13 +47,40 @@ with quiet_stderr():
 if TYPE_CHECKING:  # at run time the module __getattr__ below imports it on first use
     import tensorflow_model_optimization as tfmot
 
-__all__ = ["tf", "keras", "tfmot", "quiet_stderr"]
+__all__ = ["tf", "keras", "tfmot", "quiet_stderr", "without_keras_3"]
 
 
 def __getattr__(name: str) -> Any:
-    # tfmot costs ~1 s to import and only the pruning stage needs it.
+    # tfmot costs ~0.4 s to import and only the stages that read or prune a model need it.
     if name == "tfmot":
-        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s) on first use
-
-        return tfmot
+        return _import_tfmot()
     raise AttributeError(name)
+
+
+@contextlib.contextmanager
+def without_keras_3() -> Iterator[None]:
+    """Within it, ``import keras`` fails at once, unless Keras 3 is already imported.
+
+    tfmot 0.8 (on import) and TFLite's converter (on every convert) try
+    ``import keras`` only to tell a Keras 3 model apart: tfmot then asks it for
+    ``keras.src.engine``, which Keras 3 lacks, and falls back to no base layer;
+    the converter finds our tf_keras model is not a Keras 3 one. Importing
+    Keras 3 for that takes ~2 s (scipy, matplotlib, scikit-learn...); a failed
+    import gives both the same answer. A later ``import keras`` works as before.
+    """
+    if "keras" in sys.modules:  # already paid for (say by a user's module): leave it
+        yield
+        return
+    sys.modules["keras"] = None  # type: ignore[assignment]  # `import keras` raises ImportError at once
+    try:
+        yield
+    finally:
+        if sys.modules.get("keras", "") is None:
+            del sys.modules["keras"]
+
+
+def _import_tfmot() -> Any:
+    """tfmot, imported without Keras 3 (see :func:`without_keras_3`)."""
+    with without_keras_3():
+        import tensorflow_model_optimization as tfmot  # noqa: PLC0415 - deferred: tfmot on first use
+    return tfmot

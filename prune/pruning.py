@@ -57,7 +57,7 @@ def prunable_weights(layer) -> list:
 
 def describe_layer(layer) -> LayerSpec:
     """One live layer as :mod:`prune.plan` decides on it."""
-    custom = is_custom_prunable(layer)
+    custom = is_custom_prunable(layer) and bool(layer.get_prunable_weights())  # QActivation: nothing to prune
     shapes = (tuple(tuple(int(d) for d in w.shape) for w in prunable_weights(layer))
               if custom or type(layer).__name__ in PRUNABLE_TYPES else ())
     return LayerSpec(layer.name, type(layer).__name__, bool(layer.weights), custom, shapes)

@@ -551,8 +551,11 @@ def test_constant_schedule_reaches_its_target_and_summary_lists_it(run, run_cli)
     m = _metrics(run, 0.5)
     assert m["layers"] and all(abs(layer["achieved"] - 0.5) <= 0.01 for layer in m["layers"].values())
     table = run_cli("ptq/summarize_run.py", run, check_ok=True).stdout
-    row = next(line.split() for line in table.splitlines() if line.startswith("prune_0.50"))
-    assert row[1] == "0.5" and abs(float(row[2]) - m["achieved_sparsity"]) < 1e-3
+    lines = table.splitlines()
+    header = next(line.split() for line in lines if line.startswith("stage"))
+    row = dict(zip(header, next(line.split() for line in lines if line.startswith("prune_0.50")), strict=True))
+    assert row["bits"] == "float" and row["target"] == "0.5"
+    assert abs(float(row["sparsity"]) - m["achieved_sparsity"]) < 1e-3
 
 
 def test_include_pattern_and_exclude_choose_the_pruned_layers(run, run_cli):

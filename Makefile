@@ -44,9 +44,10 @@ lint: $(STAMP)
 
 # Two workers, a test file each at a time: the suite is mostly separate
 # processes (TensorFlow, g++), so both cores stay busy; a file's module
-# fixtures are built once, and the SLURM tests share one cluster.
+# fixtures are built once, and the SLURM tests share one cluster. Files are
+# handed out in collection order, longest first (tests/conftest.py).
 test: lint
-	$(VPY) -m pytest -n 2 --dist loadfile
+	$(VPY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(VPY) bench/bench_loader.py

@@ -45,6 +45,21 @@ def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides
     return write_shard(path, **kwargs)
 
 
+# `make test` runs two xdist workers that take whole files in collection order
+# (--dist loadfile --no-loadscope-reorder). The longest files (minutes each, in
+# this order) go first and the many short ones fill in at the end, so both
+# workers finish together instead of one starting a long file late.
+LONGEST_FIRST = ("test_user_models.py", "test_slurm_cluster.py", "test_pruning.py", "test_qat.py", "test_analysis.py",
+                 "test_example_digits.py", "test_damaged_inputs.py", "test_example_user_h5.py",
+                 "test_pretraining.py", "test_cnn_regression.py", "test_example_weight_vs_neuron.py",
+                 "test_lifecycle.py", "test_bitwidth_scan.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
+
+
 def _run_root(tmp_path_factory) -> Path:
     """This run's temporary base, common to all xdist workers."""
     root = tmp_path_factory.getbasetemp()

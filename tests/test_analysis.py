@@ -27,8 +27,21 @@ def _analyse(run_cli, run, *args, check_ok=True):
                    check_ok=check_ok)
 
 
-def test_analysis_writes_summary_report_and_plots(run, run_cli):
-    proc = _analyse(run_cli, run)
+@pytest.fixture(scope="module")
+def analysed(pruned_run, tmp_path_factory):
+    """The tiny run analysed as by default (both models, hls4ml C simulation):
+    (run directory, the command's stdout), read by the tests below."""
+    root = tmp_path_factory.mktemp("analysed")
+    shutil.copytree(pruned_run / "run", root / "run")
+    shutil.copy(pruned_run / "config.yaml", root / "config.yaml")
+    proc = subprocess.run([sys.executable, str(ROOT / "prune/analyze_prune.py"), "--config", str(root / "config.yaml"),
+                           "--run-dir", str(root / "run")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run", proc.stdout
+
+
+def test_analysis_writes_summary_report_and_plots(analysed):
+    run, stdout = analysed
     out = run / "analysis"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 200 and len(summary["bins"]) == 4
@@ -53,7 +66,7 @@ def test_analysis_writes_summary_report_and_plots(run, run_cli):
     for plot in ("response_vs_true", "resolution_vs_true", "ratio_hist", "layer_sparsity", "size_vs_sparsity"):
         assert (out / f"plots/{plot}.png").stat().st_size > 5000, plot
     assert (out / "metrics.json").is_file()
-    assert "prune_0.50" in proc.stdout
+    assert "prune_0.50" in stdout
     # hls4ml C simulation of each model, on raw inputs (standardisation folded in).
     # The default precision rounds and saturates: measured max |diff| 0.0061 (baseline)
     # and 0.0034 (prune_0.50), response shifts +0.08 % and +0.09 %. A truncating
@@ -191,12 +204,12 @@ def test_synth_puts_the_vendor_figures_in_every_output(run, run_cli, tmp_path, m
                for line in md.splitlines())  # beside the estimates in the firmware-cost table
 
 
-def test_report_shows_the_vendor_synthesis_table(run, run_cli):
+def test_report_shows_the_vendor_synthesis_table(analysed):
     from hepprune.core import config
     from hepprune.core.task import task_of
     from hepprune.ptq.synthesis import parse_report
 
-    _analyse(run_cli, run, "--no-hls")
+    run, _ = analysed
     summary = json.loads((run / "analysis/summary.json").read_text())
     canned = parse_report(ROOT / "tests/data/synth/vitis")
     summary["models"][1]["synthesis"] = canned

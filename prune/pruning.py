@@ -12,6 +12,7 @@ and the run fails if any layer misses its target by more than
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from hepprune.core import artifacts, distribute, fit, lifecycle, qat
 from hepprune.core.backend import keras, tf
-from hepprune.core.config import Config
+from hepprune.core.config import Config, PruneConfig
 from hepprune.core.errors import RunError
 from hepprune.core.evaluation import evaluate
 from hepprune.core.models import load_model, output_layers
@@ -238,6 +239,19 @@ def prune_target(cfg: Config, run_dir: Path, target: float, bits: int | None = N
             return _prune(stage_cfg, run_dir, target, bits, stage, prepared, worker)
 
 
+def finetune_learning_rates(p: PruneConfig) -> tuple[float, ...]:
+    """Per-epoch learning rates of a pruning run: ``learning_rate`` through warm-up
+    and ramp, then (``finetune_lr: cosine``) a half cosine over the fine-tuning
+    epochs that ends near 0. Without early stopping the last weights are the
+    model, and a decayed rate stops Adam's noise from deciding them."""
+    if p.finetune_lr == "constant":
+        return ()
+    ramp = p.warmup_epochs + p.pruning_epochs
+    tail = p.epochs - ramp
+    return (p.learning_rate,) * ramp + tuple(p.learning_rate * 0.5 * (1 + math.cos(math.pi * (k + 1) / (tail + 1)))
+                                             for k in range(tail))
+
+
 def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: lifecycle.Stage, prepared,
            worker) -> dict | None:
     from hepprune.core.backend import tfmot  # noqa: PLC0415 - deferred: tfmot (~1 s), only where a model is pruned
@@ -285,7 +299,8 @@ def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: l
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tb), write_graph=False, profile_batch=0))
     state = fit.fit_resumable(
         model, stage.path, prepared.fit_data(cfg, worker), epochs=cfg.prune.epochs,
-        policy=fit.EpochPolicy(keep_best=False),  # never early stopping, keep the pruned weights
+        # never early stopping, keep the pruned weights
+        policy=fit.EpochPolicy(keep_best=False, learning_rates=finetune_learning_rates(cfg.prune)),
         callbacks=callbacks, worker=worker, resume=worker.is_chief or not stage.overwrite)
     if worker.distributed:  # the rest is the single-process code, on an ordinary copy
         weights = model.get_weights()

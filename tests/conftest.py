@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +118,24 @@ def assert_one_line_error(proc, *fragments):
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+def kill_mid_training(script: str, args, state: Path, after_epochs: int = 2, settle: float = 0.2) -> int:
+    """Start a project script, SIGKILL it once its checkpoint has `after_epochs`
+    epochs done (plus `settle` seconds, so the kill lands inside the next epoch),
+    and return the epochs the checkpoint holds: the state a resume starts from."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= after_epochs:
+            break
+        time.sleep(0.02)
+    time.sleep(settle)
+    assert proc.poll() is None, f"{script} finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return int(json.loads(state.read_text())["epochs_done"])
 
 
 PRUNED_RUN_CONFIG = textwrap.dedent("""

@@ -3,16 +3,14 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, make_shard, saved_model_val_mae
+from conftest import ROOT, assert_one_line_error, kill_mid_training, make_shard, saved_model_val_mae
 
 pytestmark = pytest.mark.slow
 
@@ -69,19 +67,8 @@ def test_resume_after_kill_ends_with_the_same_result(tmp_path, shards, run_cli):
             check_ok=True)
 
     state = tmp_path / "killed/baseline/checkpoint/state.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "ptq/trainModel.py"), "--config", str(cfg),
-                             "--run-dir", str(tmp_path / "killed"), "--data", shards], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.1)  # somewhere inside the next epoch
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = json.loads(state.read_text())["epochs_done"]
+    done = kill_mid_training("ptq/trainModel.py", ["--config", cfg, "--run-dir", tmp_path / "killed", "--data", shards],
+                             state, settle=0.1)  # somewhere inside the next epoch
     assert 2 <= done < 5
     assert not (tmp_path / "killed/baseline/metrics.json").exists()
 

@@ -2,18 +2,15 @@
 
 import csv
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import PLATEAU_CONFIG, ROOT, assert_one_line_error, make_shard, saved_model_val_mae
+from conftest import PLATEAU_CONFIG, ROOT, assert_one_line_error, kill_mid_training, make_shard, saved_model_val_mae
 
 from hepprune.core import config as config_mod
 
@@ -199,27 +196,16 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
     from the checkpoint. Had the step counter restarted at 0, the schedule would
     be replayed late (the target missed or reached epochs later) and the
     weights, val_loss and history would differ."""
-    slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp
-    slow.write_text(CONFIG + "  batch_size: 8\n")
+    slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp; the rate decays after it
+    slow.write_text(CONFIG + "  batch_size: 8\n  finetune_lr: cosine\n")
     straight = tmp_path / "straight"
     shutil.copytree(run, straight)
     run_cli("prune/train_model_prune.py", "--config", slow, "--run-dir", straight, "--targets", "0.5",
             check_ok=True)
 
     state = run / "prune_0.50/checkpoint/state.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "prune/train_model_prune.py"), "--config", str(slow),
-                             "--run-dir", str(run), "--targets", "0.5"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.2)
-    assert proc.poll() is None, "pruning finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = json.loads(state.read_text())["epochs_done"]
+    done = kill_mid_training("prune/train_model_prune.py", ["--config", slow, "--run-dir", run, "--targets", "0.5"],
+                             state)
     assert 2 <= done < 4  # killed inside the ramp (epochs 2-4)
     schedule = json.loads((run / "prune_0.50/schedule.json").read_text())
     spe = schedule["steps_per_epoch"]
@@ -240,6 +226,10 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
         x.pop("train_seconds_this_process")
     assert a == b
     assert (straight / "prune_0.50/history.csv").read_text() == (run / "prune_0.50/history.csv").read_text()
+    # Warm-up and ramp at prune.learning_rate, then the two fine-tuning epochs on the half cosine.
+    with open(run / "prune_0.50/history.csv") as f:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(rates, [5e-4] * 4 + [5e-4 * 0.75, 5e-4 * 0.25], rtol=1e-6)
     wa = _h5_weights(straight / "prune_0.50/model_pruning_wrappers.h5")
     wb = _h5_weights(run / "prune_0.50/model_pruning_wrappers.h5")
     assert wa.keys() == wb.keys()

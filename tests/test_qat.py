@@ -3,18 +3,15 @@ exported with hls4ml and C-simulated bit for bit against the QKeras model,
 through the real CLIs; resume after a kill; bad input at the door."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, make_shard
+from conftest import ROOT, assert_one_line_error, kill_mid_training, make_shard
 
 pytestmark = pytest.mark.slow
 
@@ -146,19 +143,8 @@ def test_a_qat_sweep_killed_mid_training_resumes_to_the_same_model(qat_run, tmp_
 
     stage = runs["killed"] / "prune_0.50_q6"
     state = stage / "checkpoint/state.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "prune/train_model_prune.py"), *map(str, args),
-                             "--run-dir", str(runs["killed"])], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.2)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 2 <= json.loads(state.read_text())["epochs_done"] < 4 and not (stage / "metrics.json").exists()
+    done = kill_mid_training("prune/train_model_prune.py", [*args, "--run-dir", runs["killed"]], state)
+    assert 2 <= done < 4 and not (stage / "metrics.json").exists()
 
     resumed = _cli("prune/train_model_prune.py", *args, "--run-dir", runs["killed"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -177,6 +163,9 @@ def test_a_qat_sweep_killed_mid_training_resumes_to_the_same_model(qat_run, tmp_
     (["qat.bits=[6]", "qat.weight_integer=6"], "qat.weight_integer = 6 does not fit in 6 bits (one is the sign)"),
     (["qat.bits=[4]", "qat.layers={fc1: {activation_integer: 5}}"],
      "qat.layers.fc1.activation_integer = 5 does not fit in 4 bits"),
+    (["qat.activation_bits=1"], "qat.activation_bits must be 0 (the bit setting's b) or an integer from 2 to 32"),
+    (["qat.bits=[8]", "qat.activation_bits=4", "qat.activation_integer=5"],
+     "qat.activation_integer = 5 does not fit in 4 bits; at most 4"),
     (["qat.weight_quantizer=quantized_po2"], "qat.weight_quantizer must be one of quantized_bits"),
     (["qat.bits=[6, 8, 6]"], "qat.bits: 6 is listed twice"),
     (["qat.layers={fc1: {bitz: 4}}"], "unknown config key 'qat.layers.fc1.bitz'"),
@@ -253,3 +242,32 @@ def test_the_quantised_cnn_is_bit_exact_in_hls4ml(tmp_path):
     y_hls = hls_bridge.csim_predict(graph, x)
     y_keras = model.predict(x, verbose=0).astype(np.float64)
     np.testing.assert_array_equal(y_hls, y_keras)
+
+
+def test_narrow_weights_with_wider_activations_stay_bit_exact(tmp_path):
+    """qat.activation_bits: 8-bit weights, 10-bit ReLUs, an output layer whose own
+    bits override both; the export carries each width and C-simulates bit for bit."""
+    from hepprune.core import qat
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig, ModelConfig, QatConfig
+    from hepprune.core.models import build_model
+    from hepprune.ptq import hls_bridge
+    from hepprune.ptq.csim_build import compile_graph
+
+    keras.utils.set_random_seed(1)
+    mlp = build_model(ModelConfig(hidden_units=[8, 4]), (4,))
+    model = qat.quantise(mlp, 8, QatConfig(activation_bits=10, activation_integer=3,
+                                           layers={"output": {"bits": 12, "bias_integer": 2}}))
+    widths = {layer.name: layer.get_quantization_config() for layer in model.layers}
+    assert "quantized_bits(8,0" in widths["fc1"]["kernel_quantizer"]
+    assert "quantized_relu(10,3" in widths["fc1_act"]
+    assert "quantized_bits(12,2" in widths["output"]["bias_quantizer"]
+    x = np.random.default_rng(1).normal(size=(500, 4)).astype(np.float32)
+    model.compile(optimizer="adam", loss="mae")
+    model.fit(x, x.sum(axis=1) + 1, epochs=2, verbose=0)
+    precisions = hls_bridge.qat_precisions(model)
+    assert precisions["fc1"]["Precision"]["weight"] == "ap_fixed<8,1>"
+    assert precisions["fc1_act"]["Precision"]["result"] == "ap_ufixed<10,3,AP_RND_CONV,AP_SAT>"
+    graph = hls_bridge.convert(model, tmp_path / "mlp", HlsConfig(), precisions)
+    compile_graph(graph)
+    np.testing.assert_array_equal(hls_bridge.csim_predict(graph, x), model.predict(x, verbose=0).astype(np.float64))

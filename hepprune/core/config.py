@@ -140,6 +140,9 @@ class PruneConfig:
                               "Conv2D except the output layer", factory=list)
     exclude: list[str] = _opt(None, "layer names or patterns never to prune", factory=list)
     learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
+    finetune_lr: str = _opt("constant", "learning rate over the fine-tuning epochs after the ramp: constant, or "
+                            "cosine from learning_rate down towards 0 (settles the last weights, which are kept)",
+                            choices=("constant", "cosine"))
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)
     tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer; at most 0.01, the "
                             "guarantee every pruned model carries", gt=0, le=0.01)
@@ -245,6 +248,8 @@ class QatConfig:
                              ge=0)
     activation_integer: int = _opt(2, "integer bits of hidden activations: quantized_relu(b, activation_integer), "
                                    "i.e. ap_ufixed<b, activation_integer>", ge=0)
+    activation_bits: int = _opt(0, "width of hidden activations when it differs from the setting's b (e.g. 8-bit "
+                                "weights, 10-bit activations); 0 = b", ge=0)
     input: str = _opt("ap_fixed<12,4>", "fixed-point type the model quantises its (standardised) inputs to, "
                       "first thing: the firmware's input type, so model and firmware see the same values")
     weight_quantizer: str = _opt("quantized_bits", "QKeras quantiser of weights and biases (the one hls4ml "
@@ -274,6 +279,9 @@ class QatConfig:
             raise ConfigError(f"qat.input must be ap_fixed<W,I> with 2 <= W <= 32, I >= 1 and no modes (signed: "
                               f"standardised inputs are negative too; the quantiser always rounds to nearest "
                               f"even and saturates), got {self.input!r}")
+        if self.activation_bits and not 2 <= self.activation_bits <= 32:
+            raise ConfigError(f"qat.activation_bits must be 0 (the bit setting's b) or an integer from 2 to 32, "
+                              f"got {self.activation_bits!r}")
         for name, over in self.layers.items():
             if not isinstance(over, dict) or not over:
                 raise ConfigError(f"qat.layers.{name} must map some of {', '.join(QAT_LAYER_KEYS)} to integers, "
@@ -290,20 +298,25 @@ class QatConfig:
                 self.check_fits(b, layer)
 
     def setting(self, bits: int, layer: str | None = None) -> dict[str, int]:
-        """bits and integer bits of one layer at bit setting ``bits``."""
-        out = {"bits": bits, "weight_integer": self.weight_integer, "bias_integer": self.bias_integer,
-               "activation_integer": self.activation_integer}
-        out.update(self.layers.get(layer, {}) if layer is not None else {})
+        """bits and integer bits of one layer at bit setting ``bits``; a layer's own
+        ``bits`` sets its width whether it holds weights or is an activation."""
+        over = self.layers.get(layer, {}) if layer is not None else {}
+        out = {"bits": bits, "activation_bits": self.activation_bits or bits, "weight_integer": self.weight_integer,
+               "bias_integer": self.bias_integer, "activation_integer": self.activation_integer}
+        out.update(over)
+        if "bits" in over:
+            out["activation_bits"] = over["bits"]
         return out
 
     def check_fits(self, bits: int, layer: str | None) -> None:
         """Integer bits must leave room in the word: signed values spend one bit on the sign."""
         s = self.setting(bits, layer)
         where = f"qat.layers.{layer}" if layer is not None and layer in self.layers else "qat"
-        for key, sign in (("weight_integer", 1), ("bias_integer", 1), ("activation_integer", 0)):
-            if s[key] + sign > s["bits"]:
-                raise ConfigError(f"{where}.{key} = {s[key]} does not fit in {s['bits']} bits"
-                                  f"{' (one is the sign)' if sign else ''}; at most {s['bits'] - sign}")
+        for key, sign, width in (("weight_integer", 1, "bits"), ("bias_integer", 1, "bits"),
+                                 ("activation_integer", 0, "activation_bits")):
+            if s[key] + sign > s[width]:
+                raise ConfigError(f"{where}.{key} = {s[key]} does not fit in {s[width]} bits"
+                                  f"{' (one is the sign)' if sign else ''}; at most {s[width] - sign}")
 
 
 @dataclass(frozen=True)

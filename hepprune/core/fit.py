@@ -70,6 +70,9 @@ class EpochPolicy:
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
     keep_best: bool = True
+    # The learning rate of each epoch, set as it begins (empty: the optimizer's own). A
+    # function of the epoch alone, so a resumed run sets exactly what a straight one did.
+    learning_rates: tuple[float, ...] = ()
 
     @classmethod
     def from_train(cls, t: Any) -> EpochPolicy:
@@ -182,6 +185,11 @@ def _make_callback(keras: Any, tf: Any) -> type:
         def __init__(self, ckpt_dir: Path, policy: EpochPolicy, state: FitState, history_path: Path):
             super().__init__()
             self.dir, self.policy, self.state, self.history_path = ckpt_dir, policy, state, history_path
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            rates = self.policy.learning_rates
+            if rates:
+                self.model.optimizer.learning_rate.assign(rates[min(epoch, len(rates) - 1)])
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs or {}

@@ -156,7 +156,7 @@ def _quantised_layer(q: Any, layer: Any, s: dict[str, int]) -> Any:
                       bias_quantizer=q.quantized_bits(s["bits"], s["bias_integer"], alpha=1))
         return getattr(q, QUANTISED_TYPES[kind]).from_config(config)
     if kind == "Activation" and config["activation"] == "relu":
-        return q.QActivation(q.quantized_relu(s["bits"], s["activation_integer"]), name=layer.name)
+        return q.QActivation(q.quantized_relu(s["activation_bits"], s["activation_integer"]), name=layer.name)
     if kind in KEPT_TYPES:
         return layer.__class__.from_config(config)
     raise ConfigError(f"qat: cannot quantise layer {layer.name} ({kind}"

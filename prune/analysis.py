@@ -100,7 +100,7 @@ def export_and_simulate(model, std: loader.Standardization, x_chunks, cfg: Confi
             log.warning("%s: the C simulation differs from the QKeras model on %d of %d events; the first "
                         "layer whose output differs is %s", out_dir.name, len(differing), len(y_hls), layer)
     # The cost again, with the export's per-layer weight widths: a widened layer may need DSPs.
-    return Export(y_hls, y_keras, hls, firmware_cost(model, cfg.hls, precisions),
+    return Export(y_hls, y_keras, hls, firmware_cost(model, cfg.hls, precisions, hls_bridge.reuse_factors(graph)),
                   synthesis.run_synthesis(graph, out_dir) if synth_tool else None)
 
 
@@ -114,7 +114,7 @@ def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRo
     stage_metrics = artifacts.read_json(stage / artifacts.METRICS_FILE)
     tfl, tfl_q = tflite_sizes(model)
     row = ModelRow(name=name, sparsity=float(stage_metrics.get("achieved_sparsity", 0.0)),
-                   bits=stage_metrics.get("bits"),
+                   bits=stage_metrics.get("bits"), quantisers=stage_metrics.get("quantisers"),
                    size=size_metrics(model, (stage / MODEL_FILE).read_bytes()), tflite_bytes=tfl,
                    tflite_quant_bytes=tfl_q, layer_sparsity=layer_sparsity(model))
     _with_cost(row, firmware_cost(model, cfg.hls))

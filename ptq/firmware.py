@@ -53,10 +53,12 @@ def weighted_kernels(model) -> dict[str, np.ndarray]:
     return out
 
 
-def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None) -> dict:
+def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None,
+                  reuse_factors: dict[str, int] | None = None) -> dict:
     """Per-layer and total multipliers, estimated DSPs and BRAM18Ks of a tf_keras
     model; ``layer_precisions`` (hls4ml LayerName settings, as the export used)
-    override a layer's weight width, which decides DSP or LUT multipliers."""
+    override a layer's weight width, which decides DSP or LUT multipliers, and
+    ``reuse_factors`` (read back from the converted model) the configured RF."""
     default_bits = precision_bits(hls.precision)
     assert default_bits is not None, hls.precision  # HlsConfig refuses any other
     default_width = default_bits[0]
@@ -66,10 +68,11 @@ def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None) -
         weight = (layer_precisions or {}).get(name, {}).get("Precision", {}).get("weight")
         weight_bits = precision_bits(weight) if weight else None
         width = weight_bits[0] if weight_bits else default_width
-        mults = layer_multipliers(kernel, hls.reuse_factor, drops_zeros)
+        rf = (reuse_factors or {}).get(name, hls.reuse_factor)
+        mults = layer_multipliers(kernel, rf, drops_zeros)
         layers[name] = {"weights": int(kernel.size), "zeros": int(np.count_nonzero(kernel == 0)),
-                        "multipliers": mults, "dsp": mults if width >= hls.dsp_min_bits else 0,
-                        "bram_18k": layer_bram18(kernel.size, width, hls.reuse_factor, hls.strategy)}
+                        "reuse_factor": rf, "multipliers": mults, "dsp": mults if width >= hls.dsp_min_bits else 0,
+                        "bram_18k": layer_bram18(kernel.size, width, rf, hls.strategy)}
     return {"reuse_factor": hls.reuse_factor, "precision": hls.precision, "strategy": hls.strategy,
             "layers": layers, "multipliers": sum(v["multipliers"] for v in layers.values()),
             "dsp": sum(v["dsp"] for v in layers.values()), "bram_18k": sum(v["bram_18k"] for v in layers.values())}

@@ -86,6 +86,18 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
         raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
 
 
+def reuse_factors(graph) -> dict[str, int]:
+    """Layer -> the reuse factor hls4ml really uses. A configured RF that does
+    not divide a layer's work is replaced by the nearest valid one (RF 7 became
+    4 and 8 on the demo MLP); costs must use these."""
+    out = {}
+    for layer in graph.get_layers():
+        rf = layer.get_attr("reuse_factor")
+        if rf is not None and layer.class_name in ("Dense", "Conv1D", "Conv2D"):
+            out[layer.name] = int(rf)
+    return out
+
+
 class CsimError(HepPruneError):
     """The C simulation aborted (an ap_types assertion, say) in its worker."""
 

@@ -262,10 +262,11 @@ def test_analysis_reads_the_test_split_a_chunk_at_a_time_with_the_same_result(ru
 
 def test_resource_unrolled_with_reuse_and_io_stream_simulate_like_keras(run, run_cli):
     """The firmware variants a user picks for RF > 1 and streaming I/O
-    (resource_unrolled at RF 2, io_stream) C-simulate to the Keras predictions,
-    and resource_unrolled still drops the pruned weights' multipliers."""
+    (resource_unrolled, io_stream) C-simulate to the Keras predictions, and
+    resource_unrolled still drops the pruned weights' multipliers. RF 3 divides
+    no layer, so hls4ml uses 2 everywhere: the cost and the report follow it."""
     _analyse(run_cli, run, "--models", "prune_0.50", "--set", "hls.strategy=resource_unrolled",
-             "--set", "hls.reuse_factor=2", "--set", "hls.io_type=io_stream")
+             "--set", "hls.reuse_factor=3", "--set", "hls.io_type=io_stream")
     (m,) = json.loads((run / "analysis/summary.json").read_text())["models"]
     # Measured 0.0034 and a response shift of +0.09 %, as for latency (truncating: 0.023, -1.4 %).
     assert m["hls_max_abs_diff"] < 0.007, m["hls_max_abs_diff"]  # ap_fixed<16,6>, as for latency
@@ -273,6 +274,8 @@ def test_resource_unrolled_with_reuse_and_io_stream_simulate_like_keras(run, run
     assert m["hls_response_ok"] is True and abs(m["hls_response_shift"]) <= PtqConfig().tolerance
     # The nonzero weights (64 + 256 + 16 at half sparsity, output layer dense), each multiplier used twice.
     assert m["multipliers"] == 32 + 128 + 8
+    assert {k: v["reuse_factor"] for k, v in m["firmware"]["layers"].items()} == {"fc1": 2, "fc2": 2, "output": 2}
+    assert "RF 3 configured, hls4ml uses 2, 2, 2 per layer" in (run / "analysis/report.md").read_text()
     project = run / "hls4ml/prune_0.50"
     params_h = (project / "firmware/parameters.h").read_text()
     assert "reuse_factor = 2;" in params_h and "strategy = nnet::resource_unrolled;" in params_h

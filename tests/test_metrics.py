@@ -91,6 +91,30 @@ def test_firmware_cost_of_a_model():
     assert widened["layers"]["fc1"]["dsp"] == 12 and widened["layers"]["output"]["dsp"] == 0 and widened["dsp"] == 12
 
 
+def test_the_cost_uses_the_reuse_factors_hls4ml_really_uses(tmp_path):
+    """RF 7 divides no layer of the demo-shaped MLP: hls4ml takes 4 for fc1 and 8
+    for the rest, and the multipliers, BRAM and the report follow it, not 7."""
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig
+    from hepprune.core.task.regression import reuse_label
+    from hepprune.ptq import hls_bridge
+    from hepprune.ptq.firmware import firmware_cost
+
+    model = keras.Sequential([keras.Input((52,), name="inputs"), keras.layers.Dense(32, name="fc1"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(16, name="fc2"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(8, name="fc3"),
+                              keras.layers.Activation("relu"), keras.layers.Dense(1, name="output")])
+    hls = HlsConfig(reuse_factor=7, strategy="resource")
+    used = hls_bridge.reuse_factors(hls_bridge.convert(model, tmp_path / "rf7", hls))
+    assert used == {"fc1": 4, "fc2": 8, "fc3": 8, "output": 8}
+    cost = firmware_cost(model, hls, None, used)
+    assert {k: v["multipliers"] for k, v in cost["layers"].items()} == {"fc1": 416, "fc2": 64, "fc3": 16, "output": 1}
+    assert cost["layers"]["fc1"]["bram_18k"] == firmware_cost(model, HlsConfig(reuse_factor=4, strategy="resource"))[
+        "layers"]["fc1"]["bram_18k"]
+    assert reuse_label(cost) == "RF 7 configured, hls4ml uses 4, 8, 8, 8 per layer"
+    assert reuse_label(firmware_cost(model, HlsConfig())) == "RF 1"
+
+
 def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
     from examples.user_model.models import ScaledDense
     from hepprune.core.backend import keras
@@ -105,7 +129,8 @@ def test_firmware_cost_counts_conv1d_and_custom_prunable_layers():
     model.get_layer("scaled").set_weights(w)
     layers = firmware_cost(model, HlsConfig())["layers"]
     assert layers["conv1"]["multipliers"] == 3 * 2 * 3
-    assert layers["scaled"] == {"weights": 90, "zeros": 10, "multipliers": 80, "dsp": 80, "bram_18k": 0}
+    assert layers["scaled"] == {"weights": 90, "zeros": 10, "reuse_factor": 1, "multipliers": 80, "dsp": 80,
+                                "bram_18k": 0}
 
 
 def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():

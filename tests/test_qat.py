@@ -98,7 +98,7 @@ def test_the_qat_sweep_prunes_the_qkeras_model_and_its_firmware_is_bit_exact(qat
     assert rows["prune_0.50_q6"]["multipliers"] < rows["prune_0.00_q6"]["multipliers"]
     report = (run / "analysis/report.md").read_text()
     qat_rows = [line for line in report.split("## Quantisation-aware models")[1].splitlines() if "_q6 | 6 |" in line]
-    assert qat_rows == ["| prune_0.00_q6 | 6 | 0 | - | 0 |", "| prune_0.50_q6 | 6 | 0 | - | 0 |"]
+    assert qat_rows == ["| prune_0.00_q6 | 6 | 6 / 6 | 0 | - | 0 |", "| prune_0.50_q6 | 6 | 6 / 6 | 0 | - | 0 |"]
 
 
 def test_a_firmware_that_differs_from_the_qkeras_model_is_flagged_naming_the_layer(qat_run, tmp_path, monkeypatch,
@@ -126,7 +126,7 @@ def test_a_firmware_that_differs_from_the_qkeras_model_is_flagged_naming_the_lay
     assert any("prune_0.50_q6: the C simulation differs from the QKeras model on" in r.message
                and "fc2_act" in r.message for r in caplog.records if r.levelname == "WARNING")
     report = (run / "analysis/report.md").read_text()
-    assert f"| prune_0.50_q6 | 6 | {m['hls_events_differing']} **check** | fc2_act |" in report
+    assert f"| prune_0.50_q6 | 6 | 6 / 6 | {m['hls_events_differing']} **check** | fc2_act |" in report
 
 
 def test_a_qat_sweep_killed_mid_training_resumes_to_the_same_model(qat_run, tmp_path):
@@ -271,3 +271,12 @@ def test_narrow_weights_with_wider_activations_stay_bit_exact(tmp_path):
     graph = hls_bridge.convert(model, tmp_path / "mlp", HlsConfig(), precisions)
     compile_graph(graph)
     np.testing.assert_array_equal(hls_bridge.csim_predict(graph, x), model.predict(x, verbose=0).astype(np.float64))
+
+
+def test_the_report_labels_weight_and_activation_widths_apart():
+    from hepprune.core.task.regression import quantiser_widths
+
+    quantisers = {"input_quant": {"activation": [12, 3]}, "fc1": {"weight": [8, 0], "bias": [8, 0]},
+                  "fc1_act": {"activation": [10, 3]}, "output": {"weight": [12, 0], "bias": [12, 2]}}
+    assert quantiser_widths(quantisers) == "8,12 / 10"  # the input's 12 bits are its own type, not a ReLU's
+    assert quantiser_widths(None) == "-"

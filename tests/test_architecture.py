@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-LAYERS = ("core", "data", "ptq", "prune", "slurm")  # each may import only the ones before it
+LAYERS = ("core", "data", "ptq", "prune", "rtl", "slurm")  # each may import only the ones before it
 FOLDERS = {"core": ROOT / "hepprune" / "core", "data": ROOT / "data", "ptq": ROOT / "ptq",
            "prune": ROOT / "prune", "slurm": ROOT / "slurm"}
 

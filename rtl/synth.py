@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 TOP = "hepprune_net"
 STATIC = ("shift_adder.v", "negative.v", "mux.v", "multiplier.v")  # not lookup_table.v: a $readmemh placeholder
-FAMILIES = ("xcup", "xcu", "xc7", "xc6s")  # synth_xilinx -family values
 CELL_GROUPS = {"LUT": ("LUT",), "FF": ("FD",), "CARRY": ("CARRY",), "DSP": ("DSP",), "BRAM": ("RAMB",)}
 
 

@@ -130,8 +130,10 @@ def test_a_firmware_that_differs_from_the_qkeras_model_is_flagged_naming_the_lay
 
 
 def test_a_qat_sweep_killed_mid_training_resumes_to_the_same_model(qat_run, tmp_path):
-    slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp
-    slow.write_text(CONFIG.replace("batch_size: 64", "batch_size: 16"))
+    # Small batches and a short settle: a kill lands inside the ramp (at batch 16 a whole epoch once
+    # passed within the settle time, so the kill came after the last epoch).
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(CONFIG.replace("batch_size: 64", "batch_size: 8"))
     runs = {}
     for name in ("straight", "killed"):
         runs[name] = tmp_path / name
@@ -143,7 +145,7 @@ def test_a_qat_sweep_killed_mid_training_resumes_to_the_same_model(qat_run, tmp_
 
     stage = runs["killed"] / "prune_0.50_q6"
     state = stage / "checkpoint/state.json"
-    done = kill_mid_training("prune/train_model_prune.py", [*args, "--run-dir", runs["killed"]], state)
+    done = kill_mid_training("prune/train_model_prune.py", [*args, "--run-dir", runs["killed"]], state, settle=0.05)
     assert 2 <= done < 4 and not (stage / "metrics.json").exists()
 
     resumed = _cli("prune/train_model_prune.py", *args, "--run-dir", runs["killed"])

@@ -19,7 +19,7 @@ QAT_POINT := --targets 0.75 --bits 8 --set qat.activation_bits=10 --set qat.acti
 # ...), so the stage folders are checked through symlinks in that layout.
 TYPETREE := build/typecheck/hepprune
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo silicon lint test bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ demo: $(STAMP)
 	$(VPY) prune/analyze_prune.py --config configs/demo.yaml --run-dir $(DEMO) --samples all
 	$(VPY) ptq/bitwidth_scan.py --config configs/demo.yaml --run-dir $(DEMO) --models baseline,prune_0.75
 	$(VPY) ptq/summarize_run.py $(DEMO)
+
+# Open-source silicon for the demo's baseline, float 0.75 and QAT 0.75 models (README, "6"):
+# distributed-arithmetic firmware, Verilog simulated by Verilator, synthesised by Yosys; then
+# the analysis again, so its report shows the synthesised figures. About 15 minutes on 2 cores.
+silicon: $(STAMP)
+	@test -f $(DEMO)/ptq/baseline/metrics.json || $(MAKE) demo
+	$(VPY) rtl/synthesize_rtl.py --config configs/demo.yaml --run-dir $(DEMO) --models baseline,prune_0.75,prune_0.75_q8
+	$(VPY) prune/analyze_prune.py --config configs/demo.yaml --run-dir $(DEMO) --samples all
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -26,7 +26,7 @@ from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
 from hepprune.core.qat import is_quantised
 from hepprune.core.results import ModelRow
-from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, finished_models
+from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, RTL, finished_models
 from hepprune.core.task import Analysis, task_of
 from hepprune.data import loader
 from hepprune.data.prepare import HeldOutEvents, Mapped, prepare_data
@@ -108,6 +108,19 @@ def _with_cost(row: ModelRow, cost: dict[str, Any]) -> None:
     row.firmware, row.multipliers, row.dsp, row.bram_18k = cost, cost["multipliers"], cost["dsp"], cost["bram_18k"]
 
 
+SILICON_KEYS = ("precision", "samples", "events_differing", "clock_mhz", "latency_cycles", "lut_estimate",
+                "da4ml_cost")
+
+
+def silicon(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The RTL stage's synthesised figures of a model (RUN/rtl/<model>/), if it finished."""
+    stage = run_dir / RTL / name
+    if not artifacts.is_complete(stage):
+        return None
+    m = artifacts.read_json(stage / artifacts.METRICS_FILE)
+    return {**{k: m[k] for k in SILICON_KEYS if k in m}, **m["synthesis"], "tools": m.get("tools", {})}
+
+
 def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRow]:
     """(model, its row with what every task reports: sparsity, sizes, firmware cost)."""
     model = load_model(stage / MODEL_FILE, cfg.model)
@@ -147,6 +160,7 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
                 _with_cost(row, export.cost)
                 row.synthesis = export.synthesis
                 row.hls = {**export.hls, **task.firmware_agreement(analysis, name, export.y_hls, export.y_keras)}
+            row.silicon = silicon(run_dir, name)
             analysis.rows.append(row)
             log.info("%s: %s, %d multipliers, hls max |diff| %s (%.1f s)", name, task.headline(row.metrics),
                      row.multipliers, f"{row.hls['hls_max_abs_diff']:.4g}" if row.hls else "-", time.time() - t0)

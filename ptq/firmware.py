@@ -76,3 +76,33 @@ def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None,
     return {"reuse_factor": hls.reuse_factor, "precision": hls.precision, "strategy": hls.strategy,
             "layers": layers, "multipliers": sum(v["multipliers"] for v in layers.values()),
             "dsp": sum(v["dsp"] for v in layers.values()), "bram_18k": sum(v["bram_18k"] for v in layers.values())}
+
+
+# Distributed arithmetic (hls4ml's distributed_arithmetic strategy, da4ml): each
+# constant product is a sum of shifted inputs, one adder per nonzero digit of
+# the weight in canonical signed digits (CSD), each about as wide as the input
+# (one LUT per bit on a carry chain). da4ml shares common subexpressions, so
+# fewer adders are built than the digits count: DA_LUTS_PER_DIGIT_BIT is the
+# calibrated ratio of Yosys LUTs to digit-bits (docs/BENCHMARKS.md, "Firmware
+# cost: estimate against Yosys").
+DA_LUTS_PER_DIGIT_BIT = 1.0
+
+
+def csd_digits(values: np.ndarray) -> np.ndarray:
+    """Nonzero digits of each integer in canonical signed-digit (non-adjacent) form."""
+    n = np.abs(np.asarray(values, dtype=np.int64))
+    half = n >> 1
+    three_halves = n + half
+    changed = half ^ three_halves
+    return (np.bitwise_count(three_halves & changed) + np.bitwise_count(half & changed)).astype(np.int64)
+
+
+def da_lut_estimate(layers: dict[str, tuple[np.ndarray, int, int]]) -> dict[str, int]:
+    """LUTs of distributed-arithmetic firmware per layer: ``layers`` maps each
+    Dense layer to (kernel on its grid, its fractional bits, input width in
+    bits); zero weights cost nothing."""
+    out = {}
+    for name, (kernel, frac, input_bits) in layers.items():
+        digits = int(csd_digits(np.rint(np.ldexp(np.asarray(kernel, np.float64), frac))).sum())
+        out[name] = int(round(DA_LUTS_PER_DIGIT_BIT * digits * input_bits))
+    return out

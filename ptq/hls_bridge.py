@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 PROJECT = "hepprune"
 BACKEND = "Vitis"
-STRATEGIES = {"latency": "Latency", "resource": "Resource", "resource_unrolled": "resource_unrolled"}
+# distributed_arithmetic (da4ml's shift-and-add constant products) is the RTL stage's, not an hls.strategy choice.
+STRATEGIES = {"latency": "Latency", "resource": "Resource", "resource_unrolled": "resource_unrolled",
+              "distributed_arithmetic": "distributed_arithmetic"}
 
 
 def _hls4ml():
@@ -84,6 +86,12 @@ def convert(model, out_dir: Path, hls: HlsConfig, layer_precisions: dict | None 
         layer = next((candidate.name for candidate in model.layers if type(candidate).__name__ in str(exc)), None)
         where = f"layer {layer} ({type(model.get_layer(layer)).__name__})" if layer else "the model"
         raise HepPruneError(f"hls4ml cannot convert {where}: {exc}") from None
+
+
+def version() -> str:
+    import hls4ml  # noqa: PLC0415 - deferred: hls4ml loads only where a model is exported
+
+    return f"hls4ml {hls4ml.__version__}"
 
 
 def reuse_factors(graph) -> dict[str, int]:

@@ -26,12 +26,13 @@ import numpy as np
 from hepprune.core import artifacts, lifecycle, qat, targets
 from hepprune.core import metrics as phys
 from hepprune.core.config import Config
+from hepprune.core.errors import RunError
 from hepprune.core.fixedpoint import HEADROOM, fixed, int_bits
 from hepprune.core.models import load_model
 from hepprune.core.results import ScanResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, config_text, finished_models
 from hepprune.data.prepare import prepare_data, test_events
-from hepprune.ptq import csim_build, hls_bridge
+from hepprune.ptq import csim_build, emulate, hls_bridge
 from hepprune.ptq.ranges import layer_ranges
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,20 @@ def width_precisions(ranges: dict[str, dict[str, float]], width: int) -> dict:
         p = {key: fixed(width, int_bits(v if key in ("weight", "bias") else HEADROOM * v)) for key, v in r.items()}
         if "weight" in r:
             p["accum"] = "auto"
+            # hls4ml splits a Dense layer's activation off as <name>_linear or <name>_relu; without its own
+            # type it would take the model default and round the layer's output to that.
+            for split in (f"{name}_linear", f"{name}_relu"):
+                out[split] = {"Precision": {"result": p["result"]}}
         out[name] = {"Precision": p}
     return out
+
+
+def width_setting(ranges: dict[str, dict[str, float]], width: int) -> tuple[str, dict]:
+    """(hls4ml default precision, LayerName precisions) of one scan point: every
+    layer at ``width`` bits, and the default, which layers hls4ml adds itself
+    (a linear output activation) take, wide enough for the largest output."""
+    output_bits = int_bits(HEADROOM * max(r["result"] for r in ranges.values()))
+    return fixed(width, output_bits), width_precisions(ranges, width)
 
 
 def within_tolerance(row: dict, reference: dict, tolerance: float) -> bool:
@@ -68,28 +81,36 @@ def choose_width(rows: list[dict]) -> int | None:
 
 def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Config, work_dir: Path,
          widths: list[int]) -> dict:
-    """C-simulate ``folded`` (the model as exported, taking ``x_raw``) at every width; return
-    the float metrics, one row per width and the chosen width (None if no
-    width is within tolerance)."""
+    """Evaluate the firmware of ``folded`` (the model as exported, taking
+    ``x_raw``) at every width; return the float metrics, one row per width and
+    the chosen width (None if no width is within tolerance).
+
+    Each width is converted with hls4ml and emulated bit-exactly in numpy
+    (:mod:`hepprune.ptq.emulate`), no compiler needed; only the chosen width
+    is compiled and C-simulated, and the two must agree on every event
+    (``emulation_check``). A graph the emulation cannot express is compiled
+    and C-simulated at every width, as before."""
     ranges = layer_ranges(folded, x_raw)
     y_float = np.asarray(folded.predict(x_raw, batch_size=8192, verbose=0), np.float64).reshape(-1)
     float_metrics = phys.response_metrics(targets.decode(y_float, ref, cfg.data), true)
-    output_bits = int_bits(HEADROOM * max(r["result"] for r in ranges.values()))  # for layers hls4ml adds
 
-    def build(width: int):
-        hls = replace(cfg.hls, precision=fixed(width, output_bits))
-        graph = hls_bridge.convert(folded, work_dir / f"w{width}", hls, width_precisions(ranges, width))
-        csim_build.compile_graph(graph)  # g++ in subprocesses: two threads keep both cores busy
-        return graph
+    def convert(width: int):
+        default, precisions = width_setting(ranges, width)
+        return hls_bridge.convert(folded, work_dir / f"w{width}", replace(cfg.hls, precision=default), precisions)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        graphs = list(pool.map(build, widths))
+    graphs = {width: convert(width) for width in widths}
+    outputs: dict[int, np.ndarray | None] = {}
+    try:
+        for width, graph in graphs.items():
+            outputs[width] = emulate.emulate(graph, x_raw).reshape(-1)
+        method = "emulation"
+    except emulate.Unsupported as exc:
+        log.info("%s; compiling and C-simulating every width", exc)
+        method = "C simulation"
+        outputs = _compiled_outputs(graphs, x_raw)
     rows: list[dict[str, Any]] = []
-    for width, graph in zip(widths, graphs):
-        try:
-            y = hls_bridge.csim_predict(graph, x_raw).reshape(-1)
-        except hls_bridge.CsimError as exc:
-            log.warning("ap_fixed<%d,I>: %s; counted as outside tolerance", width, exc)
+    for width, y in outputs.items():
+        if y is None:
             rows.append({"width": width, "response_median": None, "response_mean": None, "resolution_q68": None,
                          "resolution_std": None, "max_abs_diff": None, "within_tolerance": False,
                          "error": "C simulation aborted"})
@@ -103,9 +124,39 @@ def scan(folded, x_raw: np.ndarray, true: np.ndarray, ref: np.ndarray, cfg: Conf
         log.info("ap_fixed<%d,I>: response %.4f, resolution %.4f, max |diff| %.3g%s", width, row["response_median"],
                  row["resolution_q68"], row["max_abs_diff"], "" if row["within_tolerance"] else " (outside tolerance)")
     chosen = choose_width(rows)
-    return {"float": float_metrics, "widths": rows, "chosen_width": chosen, "tolerance": cfg.ptq.tolerance,
-            "ranges": ranges, "precisions": width_precisions(ranges, chosen) if chosen else None,
-            "default_precision": fixed(chosen, output_bits) if chosen else None}
+    default, precisions = width_setting(ranges, chosen) if chosen else (None, None)
+    result = {"float": float_metrics, "widths": rows, "chosen_width": chosen, "tolerance": cfg.ptq.tolerance,
+              "ranges": ranges, "precisions": precisions, "default_precision": default, "method": method}
+    if method == "emulation" and chosen:
+        result["emulation_check"] = check_emulation(graphs[chosen], x_raw, outputs[chosen], chosen)
+    return result
+
+
+def check_emulation(graph, x: np.ndarray, emulated: np.ndarray | None, width: int) -> dict:
+    """Compile and C-simulate the chosen point: its emulation must equal the C
+    simulation on every event; a disagreement is an error, never a silent pick."""
+    csim_build.compile_graph(graph)
+    y = hls_bridge.csim_predict(graph, x).reshape(len(x), -1)
+    assert emulated is not None
+    differing = int(np.count_nonzero(np.any(y != emulated.reshape(len(x), -1), axis=1)))
+    if differing:
+        raise RunError(f"ap_fixed<{width},I>: the numpy emulation differs from the C simulation on {differing} of "
+                       f"{len(x)} events; please report it (a type the emulation does not model)")
+    return {"width": width, "events": int(len(x)), "events_differing": differing}
+
+
+def _compiled_outputs(graphs: dict, x: np.ndarray) -> dict[int, np.ndarray | None]:
+    """Every width compiled (g++ in subprocesses: two threads keep both cores busy) and C-simulated."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(csim_build.compile_graph, graphs.values()))
+    outputs: dict[int, np.ndarray | None] = {}
+    for width, graph in graphs.items():
+        try:
+            outputs[width] = hls_bridge.csim_predict(graph, x).reshape(-1)
+        except hls_bridge.CsimError as exc:
+            log.warning("ap_fixed<%d,I>: %s; counted as outside tolerance", width, exc)
+            outputs[width] = None
+    return outputs
 
 
 # ------------------------------------------------------------ run directory

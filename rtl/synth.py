@@ -33,6 +33,15 @@ class Rtl:
     latency_cycles: int  # 0: combinational
     model: Any  # da4ml VerilogModel; compiled when simulated
 
+    def build(self) -> Rtl:
+        """Build the Verilator emulator of the written Verilog (a g++ build; minutes for a large network)."""
+        verilator = tools.verilator()
+        try:
+            self.model._compile(nproc=2, openmp=False, _env=verilator.env)  # compile() would also copy a library
+        except RuntimeError as exc:
+            raise tools.ToolError(f"Verilator could not build {self.path}: {exc}") from None
+        return self
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The Verilator simulation's outputs for inputs on the input type's grid."""
         return np.asarray(self.model.predict(np.ascontiguousarray(x, dtype=np.float64)), np.float64)
@@ -46,14 +55,9 @@ def emit(comb: Any, path: Path, latency_cutoff: float = -1, clock_period_ns: flo
 
     model = VerilogModel(comb, TOP, str(path), latency_cutoff=latency_cutoff, clock_period=clock_period_ns)
     model.write()
-    if simulate:
-        verilator = tools.verilator()
-        try:
-            model._compile(nproc=2, openmp=False, _env=verilator.env)  # compile() would also copy a library
-        except RuntimeError as exc:
-            raise tools.ToolError(f"Verilator could not build {path}: {exc}") from None
     cycles = len(model._pipe.solutions) if model._pipe is not None else 0
-    return Rtl(Path(path), cycles, model)
+    rtl = Rtl(Path(path), cycles, model)
+    return rtl.build() if simulate else rtl
 
 
 def sources(path: Path) -> list[str]:

@@ -17,27 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from hepprune.core.errors import HepPruneError
-from hepprune.core.fixedpoint import EMULATED_OVERFLOW, EMULATED_ROUNDING, FixedPoint, parse_fixed, quantise
-
-TRACED = ("Input", "Dense", "Activation", "ReLU")  # hls4ml layer classes the trace expresses
-TRACED_ACTIVATIONS = ("relu", "linear")
+from hepprune.core.fixedpoint import FixedPoint
+from hepprune.ptq import emulate
+from hepprune.ptq.emulate import Unsupported
 
 
-class RtlError(HepPruneError):
+class RtlError(Unsupported):
     """A model or setting the RTL path cannot express."""
 
 
 def fixed_of(precision: Any, where: str) -> FixedPoint:
     """The FixedPoint of an hls4ml precision type, refusing what da4ml cannot build."""
-    text = precision.definition_cpp() if hasattr(precision, "definition_cpp") else str(precision)
-    t = parse_fixed(text)
-    if t is None:
-        raise RtlError(f"{where}: type {text} is not ap_fixed/ap_ufixed; distributed arithmetic needs fixed point")
-    if t.rounding not in EMULATED_ROUNDING or t.overflow not in EMULATED_OVERFLOW:
-        raise RtlError(f"{where}: type {t} uses {t.rounding}/{t.overflow}; the RTL path builds "
-                       f"{', '.join(EMULATED_ROUNDING)} with {', '.join(EMULATED_OVERFLOW)}")
-    return t
+    return emulate.fixed_of(precision, where, RtlError)
 
 
 def cast(v: Any, t: FixedPoint) -> Any:
@@ -60,15 +51,12 @@ def cast(v: Any, t: FixedPoint) -> Any:
 
 
 def _result(layer: Any) -> FixedPoint:
-    return fixed_of(layer.get_output_variable().type.precision, f"layer {layer.name}")
+    return emulate.result_type(layer, RtlError)
 
 
 def _weights(layer: Any, name: str) -> np.ndarray | None:
     """A layer's weights on its weight type's grid (DA builds the values it is given)."""
-    w = layer.get_weights(name) if name in layer.weights else None
-    if w is None or w.data is None:
-        return None
-    return quantise(np.asarray(w.data, dtype=np.float64), fixed_of(w.type.precision, f"layer {layer.name} {name}"))
+    return emulate.weights_on_grid(layer, name, RtlError)
 
 
 def input_type(graph: Any) -> FixedPoint:
@@ -76,38 +64,79 @@ def input_type(graph: Any) -> FixedPoint:
     return _result(next(iter(graph.get_layers())))
 
 
+def dense_layers(graph: Any) -> dict[str, tuple[np.ndarray, int, int]]:
+    """Each Dense layer's (kernel on its grid, the weight type's fractional
+    bits, the width of the values it takes): what the cost estimate needs."""
+    out = {}
+    before = None
+    for layer in graph.get_layers():
+        if layer.class_name == "Dense" and before is not None:
+            kernel = _weights(layer, "weight")
+            assert kernel is not None
+            frac = fixed_of(layer.get_weights("weight").type.precision, f"layer {layer.name} weight").fractional
+            out[layer.name] = (kernel.reshape(-1, kernel.shape[-1]), frac, before.width)
+        before = _result(layer)
+    return out
+
+
+def _apply(v: Any, layer: Any) -> Any:
+    """One hls4ml layer on the traced values ``v``: its arithmetic, then the cast to its result type."""
+    if layer.class_name == "Dense":
+        kernel = _weights(layer, "weight")
+        assert kernel is not None
+        v = v @ kernel.reshape(-1, kernel.shape[-1])
+        bias = _weights(layer, "bias")
+        if bias is not None and np.any(bias):
+            v = v + bias.ravel()
+    elif emulate.activation_of(layer) == "relu":
+        v = v.relu()
+    return cast(v, _result(layer))
+
+
+def _inputs(kif: Any, options: dict) -> Any:
+    from da4ml.trace import FixedVariableArray, HWConfig  # noqa: PLC0415 - deferred: numba (~2 s)
+
+    k, i, f = (np.asarray(a) for a in kif)
+    return FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1), solver_options=options)
+
+
 def trace_graph(graph: Any, solver_options: dict | None = None) -> Any:
     """The da4ml combinational logic (``CombLogic``) of a converted hls4ml
     ``ModelGraph`` of Dense layers and ReLU/linear activations; any other layer
     is refused by name."""
-    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace  # noqa: PLC0415 - deferred: numba (~2 s)
+    return trace_layers(graph, solver_options, per_layer=False)[0][1]
+
+
+def trace_layers(graph: Any, solver_options: dict | None = None, per_layer: bool = True) -> list[tuple[str, Any]]:
+    """("network", the whole network's CombLogic), then with ``per_layer`` one
+    (Dense layer name, CombLogic) per Dense layer with the activations after
+    it, each taking exactly the values the layer before it can produce: the
+    pieces whose synthesis gives per-layer costs."""
+    from da4ml.trace import comb_trace  # noqa: PLC0415 - deferred: numba (~2 s)
 
     layers = list(graph.get_layers())
-    for layer in layers:
-        activation = str(layer.get_attr("activation", "linear")).lower()
-        if layer.class_name not in TRACED or (layer.class_name != "Dense" and layer.class_name != "Input"
-                                              and activation not in TRACED_ACTIVATIONS):
-            what = layer.class_name + (f" '{activation}'" if layer.class_name in ("Activation", "ReLU") else "")
-            raise RtlError(f"layer {layer.name} ({what}) cannot be expressed in distributed arithmetic here; "
-                           f"the RTL path builds Dense layers with ReLU or linear activations")
-    first = layers[0]
-    if first.class_name != "Input":
-        raise RtlError(f"the model graph starts with {first.name} ({first.class_name}), not its input")
-    n_in = int(np.prod(first.get_output_variable().shape))
-    k, i, f = _result(first).kif
+    emulate.check_layers(layers, RtlError)
     options = {"hard_dc": 2, **(solver_options or {})}
-    inp = FixedVariableArray.from_kif(np.full(n_in, k), np.full(n_in, i), np.full(n_in, f), HWConfig(1, -1, -1),
-                                      solver_options=options)
-    v = inp
+    n_in = int(np.prod(layers[0].get_output_variable().shape))
+    k, i, f = _result(layers[0]).kif
+    inp = _inputs((np.full(n_in, k), np.full(n_in, i), np.full(n_in, f)), options)
+    groups: list[tuple[str, list[Any]]] = []
     for layer in layers[1:]:
-        if layer.class_name == "Dense":
-            kernel = _weights(layer, "weight")
-            assert kernel is not None
-            v = v @ kernel.reshape(-1, kernel.shape[-1])
-            bias = _weights(layer, "bias")
-            if bias is not None and np.any(bias):
-                v = v + bias.ravel()
-        elif str(layer.get_attr("activation")).lower() == "relu":
-            v = v.relu()
-        v = cast(v, _result(layer))
-    return comb_trace(inp, v)
+        if layer.class_name == "Dense" or not groups:
+            groups.append((layer.name, []))
+        groups[-1][1].append(layer)
+    v = inp
+    boundaries = []  # the values entering each group
+    for _, members in groups:
+        boundaries.append(v)
+        for layer in members:
+            v = _apply(v, layer)
+    out = [("network", comb_trace(inp, v))]
+    if per_layer:
+        for (name, members), before in zip(groups, boundaries):
+            start = _inputs(before.kif, options)
+            w = start
+            for layer in members:
+                w = _apply(w, layer)
+            out.append((name, comb_trace(start, w)))
+    return out

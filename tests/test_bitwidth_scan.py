@@ -75,6 +75,9 @@ def test_scan_writes_the_scan_and_the_chosen_project(run, run_cli):
     assert abs(w18["response_median"] - scan["float"]["response_median"]) < 0.005
     assert scan["chosen_width"] in (10, 18)
     assert scan["chosen_width"] == (10 if w10["within_tolerance"] else 18)
+    # Every width emulated without a compiler; the chosen one compiled and C-simulated, equal on every event.
+    assert scan["method"] == "emulation"
+    assert scan["emulation_check"] == {"width": scan["chosen_width"], "events": 200, "events_differing": 0}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["chosen_width"] == scan["chosen_width"]
     assert metrics["precision"].startswith(f"ap_fixed<{scan['chosen_width']},")
@@ -137,3 +140,42 @@ def test_an_abort_inside_the_c_simulation_is_an_error_not_a_crash(tmp_path):
     x[2500, 0] = 5.0
     with pytest.raises(CsimError, match="aborted"):
         csim_predict(graph, x, processes=2)
+
+
+def test_the_numpy_emulation_equals_the_c_simulation_bit_for_bit(tmp_path):
+    """The scan's compiler-free emulation against the compiled C simulation: a
+    float model (one activation split off by hls4ml, one a layer of its own) at
+    narrow and wide scan widths on inputs beyond the ranges the types were
+    sized for (values round and saturate), and a QAT model (AP_RND_CONV)."""
+    from hepprune.core import qat
+    from hepprune.core.backend import keras
+    from hepprune.core.config import HlsConfig, ModelConfig, QatConfig
+    from hepprune.core.models import build_model
+    from hepprune.ptq import emulate, hls_bridge
+    from hepprune.ptq.csim_build import compile_graph
+    from hepprune.ptq.quantization import width_setting
+    from hepprune.ptq.ranges import layer_ranges
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(8, activation="relu", name="fc1"),
+                              keras.layers.Dense(4, name="fc2"), keras.layers.Activation("relu", name="act2"),
+                              keras.layers.Dense(1, name="output")])
+    x = np.random.default_rng(3).normal(size=(3000, 4)).astype(np.float32)
+    ranges = layer_ranges(model, x)
+    for width in (5, 9, 14):
+        default, precisions = width_setting(ranges, width)
+        graph = hls_bridge.convert(model, tmp_path / f"w{width}", HlsConfig(precision=default), precisions)
+        compile_graph(graph)
+        y_csim = hls_bridge.csim_predict(graph, 3 * x)
+        np.testing.assert_array_equal(emulate.emulate(graph, 3 * x), y_csim)
+        if width == 5:
+            assert np.abs(y_csim - model.predict(3 * x, verbose=0)).max() > 0.1  # the types did act
+
+    quantised = qat.quantise(build_model(ModelConfig(hidden_units=[8]), (4,)), 6, QatConfig())
+    graph = hls_bridge.convert(quantised, tmp_path / "qat", HlsConfig(), hls_bridge.qat_precisions(quantised))
+    compile_graph(graph)
+    np.testing.assert_array_equal(emulate.emulate(graph, x), hls_bridge.csim_predict(graph, x))
+
+    squash = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(2, activation="tanh", name="fc")])
+    with pytest.raises(emulate.Unsupported, match=r"fc_tanh \(Activation 'tanh'\)"):
+        emulate.emulate(hls_bridge.convert(squash, tmp_path / "tanh", HlsConfig()), x)

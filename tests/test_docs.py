@@ -18,7 +18,7 @@ def test_readme_documents_every_config_key():
 def test_readme_commands_exist():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
-    for script in set(re.findall(r"python ((?:data|ptq|prune|slurm|bench)/\w+\.py)", readme)):
+    for script in set(re.findall(r"python ((?:data|ptq|prune|rtl|slurm|bench)/\w+\.py)", readme)):
         assert (ROOT / script).is_file(), script
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)

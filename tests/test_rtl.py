@@ -3,10 +3,12 @@ da4ml, its Verilog simulated by Verilator and synthesised by Yosys, compared
 bit for bit with hls4ml's C simulation and the QKeras model."""
 
 import builtins
+import json
 import sys
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 
 from hepprune.core import qat
 from hepprune.core.backend import keras
@@ -126,3 +128,61 @@ def test_a_missing_tool_names_the_install(monkeypatch):
     finally:
         tools.verilator.cache_clear()
         tools.yosys.cache_clear()
+
+
+def test_the_rtl_stage_builds_every_model_and_the_report_shows_it(run, run_cli):
+    """rtl/synthesize_rtl.py as a user runs it, on a tiny run's float pruned
+    model (8 bits, its inputs raw: the standardisation folded in) and a 6-bit
+    QAT model: Verilator equals the distributed-arithmetic C simulation (and
+    QKeras) on every event, Yosys counts per layer and in total, and the
+    analysis shows the synthesised figures beside its estimates."""
+    config = run.parent / "config.yaml"
+    run_cli("prune/train_model_prune.py", "--config", config, "--run-dir", run, "--targets", "0.5", "--bits", "6",
+            check_ok=True)
+    models = ("prune_0.50", "prune_0.50_q6")
+    args = ("rtl/synthesize_rtl.py", "--config", config, "--run-dir", run, "--models", ",".join(models),
+            "--set", "rtl.width=8", "--set", "rtl.clock_mhz=400", "--samples", "200")
+    proc = run_cli(*args, check_ok=True, timeout=1200)
+    assert "synthesised with Yosys" in proc.stdout, proc.stdout
+    metrics = {name: json.loads((run / "rtl" / name / "metrics.json").read_text()) for name in models}
+    for name, m in metrics.items():
+        assert m["samples"] == 200
+        assert set(m["events_differing"]) == ({"combinational", "pipelined", "qkeras"} if name.endswith("q6")
+                                              else {"combinational", "pipelined"})
+        assert not any(m["events_differing"].values()), (name, m["events_differing"])
+        s = m["synthesis"]
+        assert s["tool"].startswith("Yosys") and s["family"] == "xcup" and s["DSP"] == 0 and s["LUT"] > 0
+        assert s["FF"] > 0 and m["latency_cycles"] >= 2  # pipelined at 2.5 ns: 2 adder levels a stage
+        assert set(s["layers"]) == {"fc1", "fc2", "output"}
+        assert set(m["lut_estimate"]["layers"]) == set(s["layers"])
+        assert (run / "rtl" / name / "hls4ml_da" / "firmware").is_dir()
+        assert (run / "rtl" / name / "verilog" / "pipelined" / "synth" / "yosys.log").is_file()
+    assert metrics["prune_0.50"]["precision"] == "ap_fixed<8,I>" and metrics["prune_0.50_q6"]["precision"] == "trained"
+    assert not (run / "rtl" / "baseline").exists()
+
+    run_cli("prune/analyze_prune.py", "--config", config, "--run-dir", run, "--samples", "200", check_ok=True)
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    rows = {m["name"]: m for m in summary["models"]}
+    assert rows["prune_0.50"]["silicon"]["LUT"] == metrics["prune_0.50"]["synthesis"]["LUT"]
+    assert "silicon" not in rows["baseline"]
+    report = (run / "analysis" / "report.md").read_text()
+    assert "## Open-source silicon" in report and "synthesised with" in report
+    assert f"| {metrics['prune_0.50_q6']['synthesis']['LUT']} |" in report
+    assert (run / "analysis" / "plots" / "resolution_vs_luts.png").stat().st_size > 5000
+
+    again = run_cli(*args, check_ok=True)  # finished models are kept
+    assert "already complete" in again.stderr
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--set", "rtl.width=8", "--set", "rtl.clock_mhz=2000"],
+     ("rtl.clock_mhz=2000", "no pipeline depth meets it", "<= 1000")),
+    (["--set", "rtl.width=8", "--set", "hls.reuse_factor=4"],
+     ("hls.reuse_factor=4", "distributed arithmetic", "hls.reuse_factor=1")),
+    ([], ("rtl.width=0", "bitwidth_scan.py", "--models baseline")),
+    (["--set", "rtl.family=xc9"], ("rtl.family", "xcup")),
+])
+def test_bad_rtl_input_is_one_line(run, run_cli, args, fragments):
+    proc = run_cli("rtl/synthesize_rtl.py", "--config", run.parent / "config.yaml", "--run-dir", run, *args)
+    assert_one_line_error(proc, *fragments)
+    assert not list(run.glob("rtl/*/metrics.json"))

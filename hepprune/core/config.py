@@ -234,6 +234,28 @@ class PtqConfig:
             raise ConfigError("ptq.models must be a list of model names")
 
 
+RTL_FAMILIES = ("xcup", "xcu", "xc7", "xc6s")  # Yosys synth_xilinx -family values the report names
+
+
+@dataclass(frozen=True)
+class RtlConfig:
+    models: list[str] = _opt(None, "models the RTL stage builds (e.g. baseline, prune_0.75); empty = every "
+                             "finished model; --models overrides", factory=list)
+    width: int = _opt(0, "total width W of float models' ap_fixed<W,I> (I per layer from its ranges); 0 = the "
+                      "baseline's chosen width from ptq/bitwidth_scan.py. QAT models keep their trained types",
+                      ge=0, le=32)
+    clock_mhz: float = _opt(200.0, "target clock of the pipelined Verilog; pipeline stages are cut so that each "
+                            "holds at most the adder levels one period allows", gt=0)
+    family: str = _opt("xcup", "Xilinx family Yosys synthesises for (synth_xilinx -family): xcup UltraScale+, "
+                       "xcu UltraScale, xc7 7-series, xc6s Spartan-6", choices=RTL_FAMILIES)
+    per_layer: bool = _opt(True, "also synthesise each layer on its own, for the per-layer LUT/FF/carry/DSP "
+                           "counts (one more Yosys run per layer)")
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(v, str) for v in self.models):
+            raise ConfigError("rtl.models must be a list of model names")
+
+
 QAT_LAYER_KEYS = ("bits", "weight_integer", "bias_integer", "activation_integer")
 
 
@@ -386,6 +408,8 @@ class Config:
                           factory=PtqConfig)
     qat: QatConfig = _opt(None, "quantisation-aware training: QKeras bit settings the pruning sweep adds",
                           factory=QatConfig)
+    rtl: RtlConfig = _opt(None, "open-source silicon: distributed-arithmetic Verilog, Verilator and Yosys "
+                          "(rtl/synthesize_rtl.py)", factory=RtlConfig)
     distribute: DistributeConfig = _opt(None, "how pretraining and pruning spread over workers",
                                         factory=DistributeConfig)
     slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)

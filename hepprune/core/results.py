@@ -114,6 +114,7 @@ class ModelRow:
     metrics: dict[str, Any] = flat(default_factory=dict)  # the task's
     hls: dict[str, Any] | None = flat(default=None)  # the hls4ml export, C simulation and agreement
     synthesis: dict[str, Any] | None = None
+    silicon: dict[str, Any] | None = None  # the RTL stage's synthesised figures (rtl/synthesize_rtl.py)
 
 
 @dataclass
@@ -147,3 +148,22 @@ class ScanResult:
     float: dict[str, Any]
     samples: int
     stage: str = "ptq"
+
+
+@dataclass
+class RtlResult:
+    """RUN/rtl/<model>/metrics.json: one model as distributed-arithmetic Verilog,
+    simulated by Verilator and synthesised by Yosys."""
+
+    model: str
+    precision: str  # float models: ap_fixed<W,I> per layer at this W; QAT: "trained"
+    samples: int  # held-out events simulated
+    events_differing: dict[str, int]  # Verilator (and QKeras) against the DA C simulation
+    clock_mhz: float
+    latency_cycles: int  # of the pipelined Verilog
+    synthesis: dict[str, Any]  # Yosys: tool, family, LUT, FF, CARRY, DSP, BRAM, layers
+    lut_estimate: dict[str, Any]  # ptq/firmware.py's distributed-arithmetic LUT estimate: total, layers
+    da4ml_cost: float  # da4ml's own LUT estimate of the combinational logic
+    tools: dict[str, str]  # versions of da4ml, Verilator, Yosys, hls4ml
+    seconds: float
+    stage: str = "rtl"

@@ -29,6 +29,7 @@ BASELINE = "baseline"
 ANALYSIS = "analysis"
 SENSITIVITY = "sensitivity"
 PTQ = "ptq"
+RTL = "rtl"
 HLS = "hls4ml"
 SLURM = "slurm"
 PRUNE_PREFIX = "prune_"
@@ -39,7 +40,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = artifacts.METRICS_FILE
 
 # What each command resolves its config for; see resolve_config.
-STAGES = ("pretrain", "prune", "analysis", "scan", "sensitivity", "submit")
+STAGES = ("pretrain", "prune", "analysis", "scan", "rtl", "sensitivity", "submit")
 
 
 def format_target(target: float) -> str:

@@ -177,6 +177,7 @@ class Regression(Task):
                      f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | "
                      f"{ref['resolution_iqr']:.4f} | - | - |")
         lines += size_table(models, synthesised)
+        lines += silicon_table(models)
         if any("hls_max_abs_diff" in m for m in models):
             lines += ["", "## hls4ml C simulation", "",
                       "Firmware inputs: *raw* where the input standardisation is folded into the first layer, "
@@ -205,7 +206,8 @@ class Regression(Task):
                 cells = [_pm(b, key, 3) if b["n_events"] else "-" for b in m["binned"]]
                 lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
         lines += ["", "Plots: plots/response_vs_true.png, plots/resolution_vs_true.png, plots/ratio_hist.png, "
-                  "plots/layer_sparsity.png, plots/size_vs_sparsity.png", ""]
+                  "plots/layer_sparsity.png, plots/size_vs_sparsity.png"
+                  + (f", plots/{RESOLUTION_VS_LUTS}" if any(m.get("silicon") for m in models) else ""), ""]
         return "\n".join(lines)
 
     def plots(self, analysis: Analysis, summary: dict[str, Any], out: Path) -> list[str]:
@@ -258,8 +260,11 @@ class Regression(Task):
         ax.legend(loc="upper center", fontsize=8)
         ax2.legend(loc="upper right", fontsize=8)
         save_figure(fig, out / "size_vs_sparsity.png")
-        return ["response_vs_true.png", "resolution_vs_true.png", "ratio_hist.png", "layer_sparsity.png",
-                "size_vs_sparsity.png"]
+        names = ["response_vs_true.png", "resolution_vs_true.png", "ratio_hist.png", "layer_sparsity.png",
+                 "size_vs_sparsity.png"]
+        if resolution_vs_luts(models, out / RESOLUTION_VS_LUTS):
+            names.append(RESOLUTION_VS_LUTS)
+        return names
 
 
 def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:
@@ -286,6 +291,70 @@ def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:
                 lines.append(f"| {m['name']} | {r['tool']} {r['version']} | {r['part']} | {t['DSP']} | {t['LUT']} | "
                              f"{t['FF']} | {t['BRAM_18K']} | {r['latency_min_cycles']}-{r['latency_max_cycles']} | "
                              f"{r['interval_min']}-{r['interval_max']} | {r['clock_estimated_ns']} |")
+    return lines
+
+
+RESOLUTION_VS_LUTS = "resolution_vs_luts.png"
+
+
+def point_label(m: dict[str, Any]) -> str:
+    """A model as its sparsity and bits: '0.75, 8 bit' (QAT) or '0.75, W=16' (float at the RTL stage's width)."""
+    precision = m["silicon"].get("precision", "")
+    bits = f"{m['bits']} bit" if m.get("bits") else precision.replace("ap_fixed<", "W=").replace(",I>", "")
+    return f"{m['sparsity']:.2f}, {bits}"
+
+
+def resolution_vs_luts(models: list[dict[str, Any]], path: Path) -> bool:
+    """Resolution against synthesised LUTs, one labelled point per model the RTL
+    stage built; False (no plot) when it built none."""
+    built = [m for m in models if m.get("silicon")]
+    if not built:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for k, m in enumerate(built):
+        ax.errorbar(m["silicon"]["LUT"], m["resolution_q68"], yerr=m.get("resolution_q68_err", 0), marker="o",
+                    color=f"C{k % 10}", capsize=2)
+        ax.annotate(point_label(m), (m["silicon"]["LUT"], m["resolution_q68"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=f"LUTs ({built[0]['silicon']['tool'].split(' (')[0]}, {built[0]['silicon']['family']})",
+           ylabel="resolution (q68 of pred/true)", xscale="log")
+    ax.grid(alpha=0.3)
+    ax.set_title("each model: sparsity, bits")
+    save_figure(fig, path)
+    return True
+
+
+def silicon_table(models: list[dict[str, Any]]) -> list[str]:
+    """The RTL stage's synthesis (rtl/synthesize_rtl.py) beside the estimates, where it ran."""
+    built = [m for m in models if m.get("silicon")]
+    if not built:
+        return []
+    lines = ["", "## Open-source silicon: distributed arithmetic, synthesised", "",
+             "The RTL stage's firmware: hls4ml's distributed-arithmetic strategy (da4ml shift-and-add constant "
+             "products: a pruned weight costs nothing, no multiplier is built), traced whole into Verilog, "
+             "simulated by Verilator and synthesised by Yosys (synth_xilinx). Estimates: DSPs are the "
+             "analysis's (hls4ml Latency multipliers, for weights of hls.dsp_min_bits or more); LUTs are the "
+             "distributed-arithmetic model of ptq/firmware.py at the same types. Differing events: Verilator "
+             "against the distributed-arithmetic C simulation (and QKeras), which must be 0.", "",
+             "| model | precision | est. DSP | synth. DSP | est. LUT | synth. LUT | synth. FF | synth. carry | "
+             "pipeline | differing events | synthesised with |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in built:
+        s = m["silicon"]
+        differ = sum(s.get("events_differing", {}).values())
+        lines.append(f"| {m['name']} | {s.get('precision', '-')} | {m['dsp']} | {s['DSP']} | "
+                     f"{s.get('lut_estimate', {}).get('total', '-')} | {s['LUT']} | {s['FF']} | {s['CARRY']} | "
+                     f"{s.get('latency_cycles', '-')} cycles at {s.get('clock_mhz', 0):g} MHz | "
+                     f"{differ}{' **check**' if differ else ''} of {s.get('samples', '-')} | "
+                     f"{s['tool']} ({s['family']}) |")
+    layers = list(built[0]["silicon"].get("layers", {}))
+    if layers:
+        lines += ["", "### Synthesised LUTs per layer (each layer on its own, combinational)", "",
+                  "| model | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
+        for m in built:
+            per = m["silicon"].get("layers", {})
+            lines.append(f"| {m['name']} | " + " | ".join(str(per.get(n, {}).get("LUT", "-")) for n in layers) + " |")
     return lines
 
 

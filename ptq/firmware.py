@@ -85,7 +85,7 @@ def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None,
 # fewer adders are built than the digits count: DA_LUTS_PER_DIGIT_BIT is the
 # calibrated ratio of Yosys LUTs to digit-bits (docs/BENCHMARKS.md, "Firmware
 # cost: estimate against Yosys").
-DA_LUTS_PER_DIGIT_BIT = 1.0
+DA_LUTS_PER_DIGIT_BIT = 0.85
 
 
 def csd_digits(values: np.ndarray) -> np.ndarray:

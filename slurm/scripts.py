@@ -16,7 +16,7 @@ from pathlib import Path
 from hepprune.core.config import Config, SlurmStage
 from hepprune.core.runs import format_target, sweep
 
-STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "tensorboard")
+STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "rtl", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _launch(cfg: Config, name: str, stage: SlurmStage, command: str) -> str:
 
 def render(cfg: Config, paths: Paths) -> dict[str, str]:
     """stage -> sbatch script text, for every stage the config submits
-    (synth only with ``slurm.synth``)."""
+    (synth only with ``slurm.synth``, rtl only with ``slurm.rtl``)."""
     s = cfg.slurm
     pairs = sweep(cfg)  # one array task per model: (target, bit setting)
     targets = [format_target(t) for t, _ in pairs]
@@ -103,6 +103,9 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
     }
     if s.synth:
         bodies["synth"] = (s.synth_job, 0, [_stage_command("prune/analyze_prune.py", paths, "--synth")])
+    if s.rtl:  # then the analysis again, so the report shows the synthesised figures
+        bodies["rtl"] = (s.rtl_job, 0, [_stage_command("rtl/synthesize_rtl.py", paths),
+                                        _stage_command("prune/analyze_prune.py", paths)])
     scripts = {}
     for name, (stage, array, body) in bodies.items():
         lines = [*_header(name, stage, cfg, paths, array=array, tasks=_tasks(cfg, name)), *_prologue(cfg, paths),

@@ -1,7 +1,8 @@
 """Submit the workflow as dependent SLURM jobs: ``python slurm/submit.py --config FILE --run-dir RUN``.
 
 pretrain -> prune (a job array, one task per target) -> analyze and scan (each
-after the whole array) -> synth (with slurm.synth). Every dependency is
+after the whole array) -> synth (with slurm.synth) and rtl (with slurm.rtl,
+after analyze and scan). Every dependency is
 ``afterok`` with ``--kill-on-invalid-dep=yes``, so a failing stage cancels
 what depends on it. ``--dry-run`` prints the exact sbatch commands and scripts
 and submits nothing; ``--tensorboard`` submits only a TensorBoard job.
@@ -34,7 +35,9 @@ from hepprune.slurm.scripts import Paths, render, render_tensorboard
 log = logging.getLogger("hepprune.submit")
 
 PROJECT = Path(__file__).resolve().parents[1]
-DEPENDS_ON = {"prune": ["pretrain"], "analyze": ["prune"], "scan": ["prune"], "synth": ["analyze"]}
+DEPENDS_ON = {"prune": ["pretrain"], "analyze": ["prune"], "scan": ["prune"], "synth": ["analyze"],
+              "rtl": ["scan", "analyze"]}  # rtl needs the scan's width, and re-runs the analysis at its end
+JOB_KEYS = {"synth": "synth_job", "rtl": "rtl_job"}  # slurm.<key> of a stage's resources
 RUN_SECTIONS = ("data", "model", "train")  # what the baseline fixes for every later stage
 
 
@@ -88,9 +91,9 @@ def check_partition(cfg: Config, stages: list[str]) -> None:
     max_time = next((f.split("=", 1)[1] for f in proc.stdout.split() if f.startswith("MaxTime=")), "UNLIMITED")
     limit = _sbatch_time_minutes(max_time)
     for name in stages:
-        wanted = _sbatch_time_minutes(getattr(cfg.slurm, "synth_job" if name == "synth" else name).time)
+        key = JOB_KEYS.get(name, name)
+        wanted = _sbatch_time_minutes(getattr(cfg.slurm, key).time)
         if limit is not None and (wanted is None or wanted > limit):
-            key = "synth_job" if name == "synth" else name
             raise ConfigError(f"slurm.{key}.time exceeds partition {part}'s MaxTime {max_time}")
 
 
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--data", help="HDF5 file or glob, overriding data.path")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch commands and scripts; submit nothing")
-    p.add_argument("--stages", help="comma-separated subset of pretrain,prune,analyze,scan,synth (default: all); "
+    p.add_argument("--stages", help="comma-separated subset of pretrain,prune,analyze,scan,synth,rtl (default: all); "
                    "dependencies link only the stages submitted together")
     p.add_argument("--tensorboard", action="store_true", help="submit only a TensorBoard job for the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -3,6 +3,7 @@ da4ml, its Verilog simulated by Verilator and synthesised by Yosys, compared
 bit for bit with hls4ml's C simulation and the QKeras model."""
 
 import builtins
+import csv
 import json
 import sys
 
@@ -155,6 +156,7 @@ def test_the_rtl_stage_builds_every_model_and_the_report_shows_it(run, run_cli):
         assert s["FF"] > 0 and m["latency_cycles"] >= 2  # pipelined at 2.5 ns: 2 adder levels a stage
         assert set(s["layers"]) == {"fc1", "fc2", "output"}
         assert set(m["lut_estimate"]["layers"]) == set(s["layers"])
+        assert 0.8 < m["lut_estimate"]["total"] / s["LUT"] < 1.25, (name, m["lut_estimate"], s["LUT"])  # calibrated
         assert (run / "rtl" / name / "hls4ml_da" / "firmware").is_dir()
         assert (run / "rtl" / name / "verilog" / "pipelined" / "synth" / "yosys.log").is_file()
     assert metrics["prune_0.50"]["precision"] == "ap_fixed<8,I>" and metrics["prune_0.50_q6"]["precision"] == "trained"
@@ -169,6 +171,9 @@ def test_the_rtl_stage_builds_every_model_and_the_report_shows_it(run, run_cli):
     assert "## Open-source silicon" in report and "synthesised with" in report
     assert f"| {metrics['prune_0.50_q6']['synthesis']['LUT']} |" in report
     assert (run / "analysis" / "plots" / "resolution_vs_luts.png").stat().st_size > 5000
+    table = {r["name"]: r for r in csv.DictReader((run / "analysis" / "summary.csv").open())}
+    assert int(table["prune_0.50_q6"]["rtl_lut"]) == metrics["prune_0.50_q6"]["synthesis"]["LUT"]
+    assert table["prune_0.50_q6"]["rtl_tool"].startswith("Yosys") and table["baseline"]["rtl_lut"] == ""
 
     again = run_cli(*args, check_ok=True)  # finished models are kept
     assert "already complete" in again.stderr

@@ -16,7 +16,7 @@ GOLDEN_CONFIG = {
     "prune": {"targets": [0.3, 0.5, 0.75]},
     "slurm": {"partition": "gpu", "account": "cms-l1",
               "setup": ["module load python/3.11", "source ~/venvs/hep/bin/activate"],
-              "extra": ["--qos=normal"], "signal_seconds": 600, "synth": True,
+              "extra": ["--qos=normal"], "signal_seconds": 600, "synth": True, "rtl": True,
               "pretrain": {"time": "1-00:00:00", "cpus": 8, "mem": "32G", "gpus": 1}},
 }
 PATHS = Paths(project=Path("/opt/hepprune"), run_dir=Path("/scratch/alice/runs/study1"),
@@ -28,7 +28,7 @@ def _rendered():
     return {**render(cfg, PATHS), "tensorboard": render_tensorboard(cfg, PATHS)}
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "prune", "analyze", "scan", "synth", "tensorboard"])
+@pytest.mark.parametrize("stage", ["pretrain", "prune", "analyze", "scan", "synth", "rtl", "tensorboard"])
 def test_generated_script_matches_golden_file(stage):
     text = _rendered()[stage]
     golden = GOLDEN / f"{stage}.sbatch"
@@ -123,6 +123,13 @@ def test_dry_run_prints_commands_and_scripts_and_writes_nothing(tmp_path, run_cl
     assert "#SBATCH --array=0-1" in out and "TARGETS=(0.50 0.75)" in out
     assert "/data/cal/shard_*.h5" not in out  # jobs read the frozen config, not the YAML given here
     assert not (tmp_path / "run").exists()
+    assert "rtl.sbatch" not in out
+
+    (tmp_path / "c.yaml").write_text("data: {path: /data/cal/shard_*.h5}\nslurm: {rtl: true}\n")
+    out = run_cli("slurm/submit.py", "--config", tmp_path / "c.yaml", "--run-dir", tmp_path / "run", "--dry-run",
+                  check_ok=True).stdout
+    assert (f"# sbatch --parsable --dependency=afterok:<scan>:<analyze> --kill-on-invalid-dep=yes "
+            f"{tmp_path}/run/slurm/rtl.sbatch") in out  # the scan's width; the analysis is re-run at its end
 
 
 @pytest.mark.parametrize("yaml_text, fragment", [

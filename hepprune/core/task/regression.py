@@ -40,7 +40,8 @@ class Regression(Task):
                   "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
                   "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
                   "hls_response_shift", "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k",
-                  "synth_latency_max_cycles")
+                  "synth_latency_max_cycles", "rtl_lut", "rtl_ff", "rtl_carry", "rtl_dsp", "rtl_lut_estimate",
+                  "rtl_latency_cycles", "rtl_events_differing", "rtl_tool")
 
     # ------------------------------------------------------------ the data
     def bad_targets(self, true: np.ndarray, n_classes: int) -> tuple[np.ndarray, str] | None:
@@ -135,8 +136,15 @@ class Regression(Task):
 
     def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
         synth = row.get("synthesis", {})
+        silicon = row.get("silicon") or {}
+        rtl = {f"rtl_{k.lower()}": silicon[k] for k in ("LUT", "FF", "CARRY", "DSP") if k in silicon}
+        if silicon:  # the RTL stage's synthesis (rtl/synthesize_rtl.py)
+            rtl.update(rtl_lut_estimate=silicon.get("lut_estimate", {}).get("total"),
+                       rtl_latency_cycles=silicon.get("latency_cycles"),
+                       rtl_events_differing=sum(silicon.get("events_differing", {}).values()),
+                       rtl_tool=f"{silicon['tool']} ({silicon['family']})")
         return {**row, **{f"synth_{k.lower()}": v for k, v in synth.get("totals", {}).items()},
-                "synth_latency_max_cycles": synth.get("latency_max_cycles")}
+                "synth_latency_max_cycles": synth.get("latency_max_cycles"), **rtl}
 
     def table(self, summary: dict[str, Any]) -> str:
         rows = [[m["name"], f"{m['sparsity']:.3f}", f"{m['response_median']:.4f}", f"{m['resolution_q68']:.4f}",

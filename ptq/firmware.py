@@ -81,11 +81,13 @@ def firmware_cost(model, hls: HlsConfig, layer_precisions: dict | None = None,
 # Distributed arithmetic (hls4ml's distributed_arithmetic strategy, da4ml): each
 # constant product is a sum of shifted inputs, one adder per nonzero digit of
 # the weight in canonical signed digits (CSD), each about as wide as the input
-# (one LUT per bit on a carry chain). da4ml shares common subexpressions, so
-# fewer adders are built than the digits count: DA_LUTS_PER_DIGIT_BIT is the
-# calibrated ratio of Yosys LUTs to digit-bits (docs/BENCHMARKS.md, "Firmware
-# cost: estimate against Yosys").
-DA_LUTS_PER_DIGIT_BIT = 0.85
+# (one LUT per bit on a carry chain). da4ml shares common subexpressions
+# between a layer's outputs, and the more nonzero weights an output sums (its
+# fan-in), the more it shares: LUTs per digit-bit fall with log2(fan-in).
+# DA_LUTS_FIT is (a, b) of a - b * log2(fan-in), fitted to Yosys on 21 layers of
+# six networks (docs/BENCHMARKS.md, "Firmware cost: estimate against Yosys").
+DA_LUTS_FIT = (1.31, 0.117)
+DA_LUTS_BOUNDS = (0.4, 1.2)  # outside the fitted fan-ins (1 to 52), the factor is held at these
 
 
 def csd_digits(values: np.ndarray) -> np.ndarray:
@@ -99,10 +101,14 @@ def csd_digits(values: np.ndarray) -> np.ndarray:
 
 def da_lut_estimate(layers: dict[str, tuple[np.ndarray, int, int]]) -> dict[str, int]:
     """LUTs of distributed-arithmetic firmware per layer: ``layers`` maps each
-    Dense layer to (kernel on its grid, its fractional bits, input width in
-    bits); zero weights cost nothing."""
+    Dense layer to (kernel (inputs x outputs) on its grid, its fractional
+    bits, input width in bits); zero weights cost nothing."""
+    a, b = DA_LUTS_FIT
     out = {}
     for name, (kernel, frac, input_bits) in layers.items():
-        digits = int(csd_digits(np.rint(np.ldexp(np.asarray(kernel, np.float64), frac))).sum())
-        out[name] = int(round(DA_LUTS_PER_DIGIT_BIT * digits * input_bits))
+        scaled = np.rint(np.ldexp(np.asarray(kernel, np.float64), frac))
+        digits = int(csd_digits(scaled).sum())
+        fan_in = np.count_nonzero(scaled) / max(scaled.shape[-1], 1)  # nonzero weights per output
+        factor = float(np.clip(a - b * np.log2(max(fan_in, 1.0)), *DA_LUTS_BOUNDS))
+        out[name] = int(round(factor * digits * input_bits))
     return out

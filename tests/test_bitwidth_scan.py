@@ -142,6 +142,13 @@ def test_an_abort_inside_the_c_simulation_is_an_error_not_a_crash(tmp_path):
         csim_predict(graph, x, processes=2)
 
 
+def with_biases(model, rng):
+    for layer in model.layers:
+        if len(layer.get_weights()) == 2:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(scale=0.5, size=bias.shape).astype(bias.dtype)])
+
+
 def test_the_numpy_emulation_equals_the_c_simulation_bit_for_bit(tmp_path):
     """The scan's compiler-free emulation against the compiled C simulation: a
     float model (one activation split off by hls4ml, one a layer of its own) at
@@ -160,7 +167,9 @@ def test_the_numpy_emulation_equals_the_c_simulation_bit_for_bit(tmp_path):
     model = keras.Sequential([keras.Input((4,), name="inputs"), keras.layers.Dense(8, activation="relu", name="fc1"),
                               keras.layers.Dense(4, name="fc2"), keras.layers.Activation("relu", name="act2"),
                               keras.layers.Dense(1, name="output")])
-    x = np.random.default_rng(3).normal(size=(3000, 4)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 4)).astype(np.float32)
+    with_biases(model, rng)  # untrained layers have zero biases, which would leave the bias path untested
     ranges = layer_ranges(model, x)
     for width in (5, 9, 14):
         default, precisions = width_setting(ranges, width)
@@ -172,6 +181,7 @@ def test_the_numpy_emulation_equals_the_c_simulation_bit_for_bit(tmp_path):
             assert np.abs(y_csim - model.predict(3 * x, verbose=0)).max() > 0.1  # the types did act
 
     quantised = qat.quantise(build_model(ModelConfig(hidden_units=[8]), (4,)), 6, QatConfig())
+    with_biases(quantised, rng)
     graph = hls_bridge.convert(quantised, tmp_path / "qat", HlsConfig(), hls_bridge.qat_precisions(quantised))
     compile_graph(graph)
     np.testing.assert_array_equal(emulate.emulate(graph, x), hls_bridge.csim_predict(graph, x))

@@ -147,6 +147,38 @@ def test_plain_resource_keeps_zero_multipliers_and_stores_weights_in_bram():
     assert layer_bram18(2048, 16, 4, "resource_unrolled") == 0 and layer_bram18(2048, 16, 1, "resource") == 0
 
 
+def test_csd_digits_are_the_non_adjacent_form():
+    from hepprune.ptq.firmware import csd_digits
+
+    def naf_digits(n):  # the textbook recoding, one digit at a time
+        n, count = abs(n), 0
+        while n:
+            if n & 1:
+                n -= 2 - (n & 3)
+                count += 1
+            n >>= 1
+        return count
+
+    values = np.arange(-3000, 3001)
+    assert list(csd_digits(values)) == [naf_digits(int(v)) for v in values]
+    assert list(csd_digits(np.array([0, 7, 15, 85, -96]))) == [0, 2, 2, 4, 2]  # 7 = 8 - 1, 85 = 64+16+4+1
+
+
+def test_da_lut_estimate_counts_digits_and_shares_more_at_high_fan_in():
+    from hepprune.ptq.firmware import DA_LUTS_BOUNDS, DA_LUTS_FIT, da_lut_estimate
+
+    kernel = np.array([[0.75, 0.0], [0.5, -0.125]])  # on a 3-fractional-bit grid: 6, 0 / 4, -1 -> 2+0+1+1 digits
+    est = da_lut_estimate({"fc": (kernel, 3, 10)})
+    fan_in = 3 / 2
+    factor = min(DA_LUTS_FIT[0] - DA_LUTS_FIT[1] * np.log2(fan_in), DA_LUTS_BOUNDS[1])
+    assert est == {"fc": round(factor * 4 * 10)}
+    dense = np.ones((64, 4))
+    sparse = dense.copy()
+    sparse[8:] = 0  # fan-in 8 instead of 64
+    per_digit = [da_lut_estimate({"fc": (k, 0, 10)})["fc"] / np.count_nonzero(k) for k in (dense, sparse)]
+    assert per_digit[0] < per_digit[1]  # more sharing where each output sums more weights
+
+
 def test_classification_metrics_hand_computed():
     """Accuracy and one-vs-rest ROC AUC (Mann-Whitney, ties count half) on
     arrays small enough to count the pairs by hand."""

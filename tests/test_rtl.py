@@ -156,7 +156,7 @@ def test_the_rtl_stage_builds_every_model_and_the_report_shows_it(run, run_cli):
         assert s["FF"] > 0 and m["latency_cycles"] >= 2  # pipelined at 2.5 ns: 2 adder levels a stage
         assert set(s["layers"]) == {"fc1", "fc2", "output"}
         assert set(m["lut_estimate"]["layers"]) == set(s["layers"])
-        assert 0.8 < m["lut_estimate"]["total"] / s["LUT"] < 1.25, (name, m["lut_estimate"], s["LUT"])  # calibrated
+        assert 0.9 < m["lut_estimate"]["total"] / s["LUT"] < 1.15, (name, m["lut_estimate"], s["LUT"])  # calibrated
         assert (run / "rtl" / name / "hls4ml_da" / "firmware").is_dir()
         assert (run / "rtl" / name / "verilog" / "pipelined" / "synth" / "yosys.log").is_file()
     assert metrics["prune_0.50"]["precision"] == "ap_fixed<8,I>" and metrics["prune_0.50_q6"]["precision"] == "trained"

@@ -120,6 +120,7 @@ def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndar
                     out: Path) -> RtlResult:
     """Everything of one model in ``out``; ``width`` None for a QAT model (its trained types)."""
     t0 = time.time()
+    out = out.resolve()  # da4ml changes the working directory (see below): no relative path may remain
     cut = check_settings(cfg)
     exported, to_input, qat_types = hls_bridge.firmware_model(model, std, [x_raw])
     x_in = to_input(x_raw)
@@ -149,15 +150,17 @@ def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndar
         csim_build.compile_graph(graph)
         return hls_bridge.csim_predict(graph, x_in).reshape(len(x_in), -1)
 
-    # Every step is a separate tool process (g++, Verilator's make, Yosys): two at a time keep both cores busy.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # The C simulation's build and the Yosys runs go to a second thread while this one builds the
+    # Verilator emulators: each is a tool process, so both cores stay busy. da4ml changes the working
+    # directory while it builds and simulates (process-wide), so it stays in this thread, and the
+    # others use absolute paths only.
+    with ThreadPoolExecutor(max_workers=1) as pool:
         csim = pool.submit(c_simulate)
-        builds = [pool.submit(rtl.build) for rtl in (flat, piped)]
         synthesised = pool.submit(synth.synthesise, piped.path, cfg.rtl.family)
         per_layer = {layer: pool.submit(synth.synthesise, rtl.path, cfg.rtl.family) for layer, rtl in parts.items()}
+        flat.build()
+        piped.build()
         y_csim = csim.result()
-        for build in builds:
-            build.result()
         events = {"combinational": differing(flat.predict(x_grid), y_csim),
                   "pipelined": differing(piped.predict(x_grid), y_csim)}
         total = synthesised.result()
@@ -186,6 +189,7 @@ def rtl_models(cfg: Config, run_dir: Path, *, samples: int | None, names: list[s
                overwrite: bool = False) -> dict[str, dict]:
     """The RTL stage of every selected model; RUN/rtl/<model>/ is written as
     soon as a model is done, and a finished one is kept unless ``overwrite``."""
+    run_dir = Path(run_dir).resolve()  # absolute: da4ml changes the working directory while it works
     models = finished_models(run_dir, names)
     quantised = {n: qat.file_has_qkeras_layers(p / MODEL_FILE) for n, p in models}
     width = baseline_width(cfg, run_dir) if not all(quantised.values()) else None

@@ -47,7 +47,7 @@ demo: $(STAMP)
 
 # Open-source silicon for the demo's baseline, float 0.75 and QAT 0.75 models (README, "6"):
 # distributed-arithmetic firmware, Verilog simulated by Verilator, synthesised by Yosys; then
-# the analysis again, so its report shows the synthesised figures. About 15 minutes on 2 cores.
+# the analysis again, so its report shows the synthesised figures. 25-45 minutes on 2 cores.
 silicon: $(STAMP)
 	@test -f $(DEMO)/ptq/baseline/metrics.json || $(MAKE) demo
 	$(VPY) rtl/synthesize_rtl.py --config configs/demo.yaml --run-dir $(DEMO) --models baseline,prune_0.75,prune_0.75_q8

@@ -52,8 +52,8 @@ def make_shard(path, n=2000, n_features=4, seed=0, chunk_bytes=4096, **overrides
 # (--dist loadfile --no-loadscope-reorder). The longest files (minutes each, in
 # this order) go first and the many short ones fill in at the end, so both
 # workers finish together instead of one starting a long file late.
-LONGEST_FIRST = ("test_user_models.py", "test_slurm_cluster.py", "test_pruning.py", "test_qat.py", "test_analysis.py",
-                 "test_example_digits.py", "test_damaged_inputs.py", "test_example_user_h5.py",
+LONGEST_FIRST = ("test_rtl.py", "test_user_models.py", "test_slurm_cluster.py", "test_pruning.py", "test_qat.py",
+                 "test_analysis.py", "test_example_digits.py", "test_damaged_inputs.py", "test_example_user_h5.py",
                  "test_pretraining.py", "test_cnn_regression.py", "test_example_weight_vs_neuron.py",
                  "test_lifecycle.py", "test_bitwidth_scan.py")
 

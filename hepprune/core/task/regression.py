@@ -355,7 +355,7 @@ def silicon_table(models: list[dict[str, Any]]) -> list[str]:
                      f"{s.get('lut_estimate', {}).get('total', '-')} | {s['LUT']} | {s['FF']} | {s['CARRY']} | "
                      f"{s.get('latency_cycles', '-')} cycles at {s.get('clock_mhz', 0):g} MHz | "
                      f"{differ}{' **check**' if differ else ''} of {s.get('samples', '-')} | "
-                     f"{s['tool']} ({s['family']}) |")
+                     f"{s['tool']}, {s['family']} |")
     layers = list(built[0]["silicon"].get("layers", {}))
     if layers:
         lines += ["", "### Synthesised LUTs per layer (each layer on its own, combinational)", "",

@@ -105,6 +105,11 @@ def _dense(layer: Any, x: np.ndarray, x_type: FixedPoint) -> np.ndarray:
     return np.ldexp(acc.astype(np.float64), -frac)
 
 
+def events_differing(a: np.ndarray, b: np.ndarray) -> int:
+    """Events (rows) whose outputs are not identical."""
+    return int(np.count_nonzero(np.any(a.reshape(len(a), -1) != b.reshape(len(b), -1), axis=1)))
+
+
 def emulate(graph: Any, x: np.ndarray) -> np.ndarray:
     """The firmware outputs of a converted hls4ml ModelGraph on inputs ``x``
     (one row per event), bit for bit as its C simulation computes them."""

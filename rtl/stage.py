@@ -45,7 +45,7 @@ from hepprune.core.models import load_model
 from hepprune.core.results import RtlResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, RTL, config_text, finished_models
 from hepprune.data.prepare import prepare_data, test_events
-from hepprune.ptq import csim_build, firmware, hls_bridge
+from hepprune.ptq import csim_build, emulate, firmware, hls_bridge
 from hepprune.ptq.quantization import width_setting
 from hepprune.ptq.ranges import layer_ranges
 from hepprune.rtl import synth, tools, trace
@@ -111,11 +111,6 @@ def on_grid(model: Any, precisions: dict) -> Any:
     return model
 
 
-def differing(a: np.ndarray, b: np.ndarray) -> int:
-    """Events whose outputs are not identical."""
-    return int(np.count_nonzero(np.any(a.reshape(len(a), -1) != b.reshape(len(b), -1), axis=1)))
-
-
 def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndarray, width: int | None,
                     out: Path) -> RtlResult:
     """Everything of one model in ``out``; ``width`` None for a QAT model (its trained types)."""
@@ -141,10 +136,9 @@ def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndar
     x_grid = quantise(np.asarray(x_in, np.float64).reshape(len(x_in), -1), trace.input_type(graph))
 
     verilog = out / "verilog"
-    flat = synth.emit(network, verilog / "combinational", simulate=False)
-    piped = synth.emit(network, verilog / "pipelined", latency_cutoff=cut, clock_period_ns=1000 / cfg.rtl.clock_mhz,
-                       simulate=False)
-    parts = {layer: synth.emit(comb, verilog / "layers" / layer, simulate=False) for layer, comb in pieces[1:]}
+    flat = synth.emit(network, verilog / "combinational")
+    piped = synth.emit(network, verilog / "pipelined", latency_cutoff=cut, clock_period_ns=1000 / cfg.rtl.clock_mhz)
+    parts = {layer: synth.emit(comb, verilog / "layers" / layer) for layer, comb in pieces[1:]}
 
     def c_simulate() -> np.ndarray:
         csim_build.compile_graph(graph)
@@ -161,13 +155,14 @@ def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndar
         flat.build()
         piped.build()
         y_csim = csim.result()
-        events = {"combinational": differing(flat.predict(x_grid), y_csim),
-                  "pipelined": differing(piped.predict(x_grid), y_csim)}
+        events = {"combinational": emulate.events_differing(flat.predict(x_grid), y_csim),
+                  "pipelined": emulate.events_differing(piped.predict(x_grid), y_csim)}
         total = synthesised.result()
         layers = {layer: {k: v for k, v in job.result().items() if k in synth.CELL_GROUPS}
                   for layer, job in per_layer.items()}
     if width is None:  # QAT: the firmware must equal the QKeras model too
-        events["qkeras"] = differing(np.asarray(exported.predict(x_in, batch_size=8192, verbose=0)), y_csim)
+        y_keras = np.asarray(exported.predict(x_in, batch_size=8192, verbose=0))
+        events["qkeras"] = emulate.events_differing(y_keras, y_csim)
     for what, n in events.items():
         if n:
             log.warning("%s: the %s output differs from the distributed-arithmetic C simulation on %d of %d "

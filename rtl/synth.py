@@ -47,17 +47,15 @@ class Rtl:
         return np.asarray(self.model.predict(np.ascontiguousarray(x, dtype=np.float64)), np.float64)
 
 
-def emit(comb: Any, path: Path, latency_cutoff: float = -1, clock_period_ns: float = 5.0,
-         simulate: bool = True) -> Rtl:
-    """Write the Verilog of ``comb`` (pipelined when ``latency_cutoff`` > 0) and,
-    with ``simulate``, build its Verilator emulator."""
+def emit(comb: Any, path: Path, latency_cutoff: float = -1, clock_period_ns: float = 5.0) -> Rtl:
+    """Write the Verilog of ``comb`` (pipelined when ``latency_cutoff`` > 0);
+    :meth:`Rtl.build` builds its Verilator emulator."""
     from da4ml.codegen import VerilogModel  # noqa: PLC0415 - deferred: numba (~2 s)
 
     model = VerilogModel(comb, TOP, str(path), latency_cutoff=latency_cutoff, clock_period=clock_period_ns)
     model.write()
     cycles = len(model._pipe.solutions) if model._pipe is not None else 0
-    rtl = Rtl(Path(path), cycles, model)
-    return rtl.build() if simulate else rtl
+    return Rtl(Path(path), cycles, model)
 
 
 def sources(path: Path) -> list[str]:

@@ -142,7 +142,7 @@ class Regression(Task):
             rtl.update(rtl_lut_estimate=silicon.get("lut_estimate", {}).get("total"),
                        rtl_latency_cycles=silicon.get("latency_cycles"),
                        rtl_events_differing=sum(silicon.get("events_differing", {}).values()),
-                       rtl_tool=f"{silicon['tool']} ({silicon['family']})")
+                       rtl_tool=f"{silicon['tool']}, {silicon['family']}")
         return {**row, **{f"synth_{k.lower()}": v for k, v in synth.get("totals", {}).items()},
                 "synth_latency_max_cycles": synth.get("latency_max_cycles"), **rtl}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hepprune.core import artifacts, distribute, fit, lifecycle, qat
+from hepprune.core import artifacts, distribute, fit, hparams, lifecycle, qat
 from hepprune.core.backend import keras, tf
 from hepprune.core.config import Config, PruneConfig
 from hepprune.core.errors import RunError
@@ -32,6 +32,7 @@ from hepprune.data.prepare import prepare_data
 from hepprune.prune import plan
 from hepprune.prune.plan import PRUNABLE_TYPES, LayerSpec, ModelSpec
 from hepprune.prune.schedule import Schedule
+from hepprune.ptq.firmware import firmware_cost
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,19 @@ def prune_target(cfg: Config, run_dir: Path, target: float, bits: int | None = N
             return _prune(stage_cfg, run_dir, target, bits, stage, prepared, worker)
 
 
+def log_hparams(cfg: Config, run_dir: Path, stage_dir: Path, target: float, bits: int | None,
+                schedule: Schedule | None, test: dict, achieved: float, cost: dict) -> None:
+    """The run on TensorBoard's HParams dashboard: its settings and final
+    metrics, shifts against the baseline's test metrics and estimated cost."""
+    p = cfg.prune
+    base = artifacts.read_json(run_dir / BASELINE / artifacts.METRICS_FILE).get("test")
+    hparams.log_session(stage_dir / "tensorboard", stage_dir.name, {
+        "target": float(target), "bits": int(bits or 0), "granularity": p.granularity,
+        "schedule": schedule.kind if schedule else "dense", "epochs": p.epochs, "warmup_epochs": p.warmup_epochs,
+        "pruning_epochs": p.pruning_epochs, "learning_rate": float(p.learning_rate), "finetune_lr": p.finetune_lr,
+    }, hparams.final_metrics(test, base, achieved, cost))
+
+
 def finetune_learning_rates(p: PruneConfig) -> tuple[float, ...]:
     """Per-epoch learning rates of a pruning run: ``learning_rate`` through warm-up
     and ramp, then (``finetune_lr: cosine``) a half cosine over the fine-tuning
@@ -330,6 +344,7 @@ def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: l
             fit.save_model_h5(model, stage.path / WRAPPED_MODEL_FILE)
     h5 = fit.save_model_h5(export, stage.path / MODEL_FILE)
     evaluation = task.evaluation(test, reference)
+    log_hparams(cfg, run_dir, stage.path, target, bits, schedule, test, achieved, firmware_cost(export, cfg.hls))
     metrics = stage.finish(PruneResult(
         stage=stage.path.name, target_sparsity=target, achieved_sparsity=achieved, layers=per_layer,
         granularity=cfg.prune.granularity, schedule=schedule.to_dict() if schedule else {},

@@ -51,6 +51,23 @@ def test_tensorboard_serves_per_layer_sparsity_of_a_run(pruned_run):
             values = [v for _, _, v in points]
             assert values[0] == 0.0  # warm-up: nothing removed
             assert abs(values[-1] - 0.5) <= 0.01  # the final state is logged too
+        # The HParams dashboard: each pruned run's settings and final metrics, for comparing a sweep.
+        experiment = _get(port, "/data/plugin/hparams/experiment", request=json.dumps({"experimentName": ""}))
+        assert {"target", "bits", "granularity", "schedule", "learning_rate"} <= \
+            {h["name"] for h in experiment["hparamInfos"]}
+        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert {"final/response_median", "final/resolution_q68", "final/response_shift", "final/resolution_shift",
+                "final/sparsity", "final/multipliers"} <= metric_tags, metric_tags
+        groups = _get(port, "/data/plugin/hparams/session_groups", request=json.dumps({
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "startIndex": 0,
+            "sliceSize": 10, "colParams": [{"hparam": "target"}, {"metric": {"tag": "final/sparsity"}},
+                                             {"metric": {"tag": "final/resolution_q68"}}]}))
+        [group] = groups["sessionGroups"]
+        assert group["hparams"]["target"] == 0.5 and group["hparams"]["schedule"] == "polynomial"
+        values = {v["name"]["tag"]: v["value"] for v in group["metricValues"]}
+        metrics = json.loads((pruned_run / "run/prune_0.50/metrics.json").read_text())
+        assert values["final/sparsity"] == pytest.approx(metrics["achieved_sparsity"])
+        assert values["final/resolution_q68"] == pytest.approx(metrics["test"]["resolution_q68"])
     finally:
         server.terminate()
         server.wait(timeout=30)

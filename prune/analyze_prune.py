@@ -1,8 +1,8 @@
 """Compare the baseline and pruned models: ``python prune/analyze_prune.py --config FILE --run-dir RUN``.
 
 Evaluates RUN/baseline and every finished RUN/prune_* on the same held-out
-test events (1000 by default, ``--samples all`` streams the whole test
-split), next to the raw reference estimator, and writes RUN/analysis/:
+test events (the whole test split by default, streamed; ``--samples N``
+takes the first N), next to the raw reference estimator, and writes RUN/analysis/:
 summary.json, summary.csv, report.md, plots/*.png and metrics.json.
 """
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--run-dir", required=True)
     p.add_argument("--data", help="HDF5 file or glob; default: the baseline's dataset")
-    p.add_argument("--samples", help="test events per model, or 'all' (default: analysis.samples)")
+    p.add_argument("--samples", help="test events per model, or 'all' (default: analysis.samples; 0 there = all)")
     p.add_argument("--models", help="comma-separated model names, e.g. baseline,prune_0.50 (default: all)")
     p.add_argument("--no-hls", action="store_true", help="skip the hls4ml export and C simulation")
     p.add_argument("--synth", action="store_true",
@@ -60,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = analysis.analyse(cfg, run_dir, samples=samples, names=names, synth_tool=synth_tool)
         stage.begin()
         stage.finish(task.write_analysis(result, out))
-    print(task.table(task.summary(result)))
+    summary = task.summary(result)
+    print(task.table(summary))
+    verdicts = task.verdicts(summary)
+    if verdicts:
+        print("\nAgainst the baseline (paired, tolerances analysis.response_tolerance and resolution_tolerance):")
+        print("\n".join(verdicts))
     print(f"\n{result.samples} test events; wrote {out}/ (summary.json, summary.csv, report.md, plots/)")
     return 0
 

@@ -58,11 +58,21 @@ def test_analysis_writes_summary_report_and_plots(analysed):
     assert base["multipliers"] == 128 + 512 + 16
     assert pruned["multipliers"] == 64 + 256 + 16
     assert base["response_shift"] == 0 and pruned["response_shift"] is not None
+    # Shifts are paired: on the same events, with one set of resamples for both models.
+    assert base["response_shift_err"] == 0 and base["physics"]["ok"] is True
+    assert pruned["resolution_shift_err"] > 0 and pruned["response_shift_err"] > 0
+    assert pruned["resolution_shift"] == pytest.approx(pruned["resolution_q68"] / base["resolution_q68"] - 1)
+    assert all("resolution_shift_err" in b and "response_beyond" in b for b in pruned["binned"])
+    assert pruned["physics"]["ok"] == (not pruned["physics"]["beyond"])
     assert {"response_median", "resolution_q68"} <= set(summary["reference"])
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["name"] for r in rows] == names and rows[1]["multipliers"] == str(pruned["multipliers"])
     report = (out / "report.md").read_text()
     assert "| prune_0.50 |" in report and "raw reference" in report and "multipliers" in report
+    shift = f"{100 * pruned['resolution_shift']:+.1f} ± {100 * pruned['resolution_shift_err']:.1f} %"
+    assert shift in report and "Resolution shift against the baseline in bins" in report
+    assert "- prune_0.50: " in report and "against the baseline (paired" in stdout.lower()
+    assert rows[1]["physics_ok"] == str(pruned["physics"]["ok"])
     for plot in ("response_vs_true", "resolution_vs_true", "ratio_hist", "layer_sparsity", "size_vs_sparsity"):
         assert (out / f"plots/{plot}.png").stat().st_size > 5000, plot
     assert (out / "metrics.json").is_file()

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from hepprune.core.metrics import (
+    beyond_tolerance,
     binned_metrics,
+    merge_sparse_bins,
+    paired_shifts,
     quantile_bins,
     response_metrics,
     response_metrics_with_errors,
@@ -52,6 +55,55 @@ def test_binned_metrics_follow_the_truth():
     fixed = binned_metrics(pred, true, np.array([0.0, 50.0, 1000.0, 2000.0]), n_bootstrap=0)
     assert fixed[2]["n_events"] == 0 and "response_median" not in fixed[2]
     assert fixed[0]["n_events"] + fixed[1]["n_events"] == true.size
+
+
+def test_paired_shift_errors_are_much_smaller_than_either_models_error():
+    """Two models that share most of their per-event error: the paired error on
+    the shift is far below each model's own bootstrap error, and it covers the
+    shift the second model really has (2 % wider, response +0.001)."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    common = rng.normal(0, 0.1, n)
+    base = 1 + common
+    model = 1.001 + 1.02 * common + rng.normal(0, 0.005, n)
+    s = paired_shifts(model, base, n_bootstrap=200, seed=1)
+    own = response_metrics_with_errors(base, np.ones(n), n_bootstrap=200)
+    assert s["response_shift_err"] < own["response_median_err"] / 3  # 3.6x smaller measured
+    assert s["resolution_shift_err"] < own["resolution_q68_err"] / own["resolution_q68"] / 2.5  # 2.9x
+    assert abs(s["response_shift"] - 0.001) < 3 * s["response_shift_err"] + 1e-4
+    assert abs(s["resolution_shift"] - 0.02) < 3 * s["resolution_shift_err"]
+    same = paired_shifts(base, base, n_bootstrap=50)
+    assert same == {"response_shift": 0.0, "resolution_shift": 0.0, "response_shift_err": 0.0,
+                    "resolution_shift_err": 0.0}
+    unpaired = paired_shifts(model, rng.permutation(base), n_bootstrap=200, seed=1)  # events out of order
+    assert unpaired["response_shift_err"] > 4 * s["response_shift_err"]  # 5.3x measured
+    assert unpaired["resolution_shift_err"] > 3 * s["resolution_shift_err"]  # 3.6x
+    with pytest.raises(ValueError, match="same events"):
+        paired_shifts(model[:10], base, n_bootstrap=0)
+
+
+def test_a_shift_fails_only_beyond_its_tolerance_by_more_than_the_significance():
+    assert not beyond_tolerance(0.03, 0.006, 0.02, 2.0, two_sided=False)  # 0.01 over, within 2 sigma
+    assert beyond_tolerance(0.03, 0.004, 0.02, 2.0, two_sided=False)  # 0.01 over, 2.5 sigma
+    assert not beyond_tolerance(-0.5, 0.0, 0.02, 2.0, two_sided=False)  # a narrower resolution is no failure
+    assert beyond_tolerance(-0.005, 0.0005, 0.003, 2.0, two_sided=True)  # response too low
+    assert not beyond_tolerance(0.0, None, 0.0, 2.0, two_sided=True)
+    assert beyond_tolerance(None, None, 0.02, 2.0, two_sided=True)  # not comparable
+
+
+def test_sparse_bins_are_merged_and_a_constant_target_is_one_bin():
+    true = np.concatenate([np.full(100, 5.0), np.full(30, 15.0), np.full(3, 25.0), np.full(50, 35.0)])
+    edges, merged = merge_sparse_bins(true, np.array([0.0, 10, 20, 30, 40, 50]))
+    assert edges.tolist() == [0.0, 10, 30, 50]
+    assert len(merged) == 2  # 40-50 (empty) and 20-30 (3 events)
+    counts = [r["n_events"] for r in binned_metrics(true, true, edges, n_bootstrap=0)]
+    assert min(counts) >= 20 and sum(counts) == true.size
+    few, _ = merge_sparse_bins(true[:6], quantile_bins(true[:6], 5))
+    assert len(few) == 2  # 6 events: one bin
+    fixed = quantile_bins(np.full(50, 6.5), 5)
+    assert fixed.tolist() == [6.5, 6.5]
+    rows = binned_metrics(np.full(50, 6.0), np.full(50, 6.5), fixed, n_bootstrap=0)
+    assert len(rows) == 1 and rows[0]["n_events"] == 50
 
 
 def test_empty_input_is_an_error():
@@ -204,3 +256,29 @@ def test_classification_metrics_hand_computed():
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert np.any((fpr == 0) & (tpr == 1))
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_the_verdict_marks_each_shift_beyond_tolerance_overall_and_per_bin():
+    from hepprune.core.config import AnalysisConfig
+    from hepprune.core.task.regression import physics_verdict
+
+    ok_bin = {"low": 1.0, "high": 10.0, "n_events": 500, "response_shift": 0.001, "response_shift_err": 0.001,
+              "resolution_shift": 0.03, "resolution_shift_err": 0.01}  # 1 % over, at 1 sigma: within
+    bad_bin = {"low": 10.0, "high": 40.0, "n_events": 500, "response_shift": -0.002, "response_shift_err": 0.0005,
+               "resolution_shift": 0.45, "resolution_shift_err": 0.05}
+    m = {"response_shift": 0.0, "response_shift_err": 0.0004, "resolution_shift": 0.01, "resolution_shift_err": 0.004,
+         "binned": [ok_bin, bad_bin, {"low": 40.0, "high": 90.0, "n_events": 0}]}
+    v = physics_verdict(m, AnalysisConfig())
+    assert v["ok"] is False and v["beyond"] == ["resolution 10-40: +45.0 ± 5.0 %"]
+    assert bad_bin["resolution_beyond"] and not bad_bin["response_beyond"] and not ok_bin["resolution_beyond"]
+    assert not m["resolution_beyond"] and not m["response_beyond"]
+    assert physics_verdict(m, AnalysisConfig(resolution_tolerance=0.5))["ok"] is True
+    m["response_shift"] = 0.005  # 0.002 beyond 0.003 at 5 sigma
+    assert physics_verdict(m, AnalysisConfig(resolution_tolerance=0.5))["beyond"][0].startswith("response overall")
+
+
+def test_samples_default_to_the_whole_test_split():
+    from hepprune.core.cli import parse_samples
+
+    assert parse_samples(None, 0) is None and parse_samples(None, 300) == 300
+    assert parse_samples("all", 300) is None and parse_samples("50", 0) == 50

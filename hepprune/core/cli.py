@@ -106,9 +106,10 @@ def parse_models(text: str | None) -> list[str] | None:
 
 
 def parse_samples(text: str | None, default: int) -> int | None:
-    """``--samples N|all``: a positive count, or None for the whole test split."""
+    """``--samples N|all``: a positive count, or None for the whole test split
+    (also when ``text`` is None and the config's ``default`` is 0)."""
     if text is None:
-        return default
+        return default or None
     if text == "all":
         return None
     try:

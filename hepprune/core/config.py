@@ -177,12 +177,21 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    samples: int = _opt(1000, "held-out test events compared per model; --samples all streams the whole "
-                        "test split (the bit-width scan holds it in memory)", ge=1)
+    samples: int = _opt(0, "held-out test events compared per model (the first N in file order); 0 = the "
+                        "whole test split, streamed (the bit-width scan holds it in memory); --samples overrides",
+                        ge=0)
     n_bins: int = _opt(5, "quantile bins in the true value for binned metrics (used when bins is empty)", ge=1)
     bins: list[float] = _opt(None, "explicit bin edges in the true value (target units); empty = quantile bins",
                              factory=list)
-    bootstrap: int = _opt(200, "bootstrap resamples for statistical uncertainties; 0 = none", ge=0)
+    bootstrap: int = _opt(200, "bootstrap resamples for statistical uncertainties (paired for the shifts "
+                          "against the baseline); 0 = none", ge=0)
+    response_tolerance: float = _opt(0.003, "largest accepted |response shift| against the baseline (median "
+                                     "pred/true difference; 0.003 = 0.3 % of a response of 1), overall and in "
+                                     "every bin", ge=0, lt=1)
+    resolution_tolerance: float = _opt(0.02, "largest accepted relative growth of the resolution (q68) against "
+                                       "the baseline, overall and in every bin (0.02 = 2 %)", ge=0, lt=1)
+    significance: float = _opt(2.0, "a shift fails when it exceeds its tolerance by more than this many paired "
+                               "bootstrap standard errors", gt=0, le=10)
 
     def __post_init__(self) -> None:
         edges = self.bins

@@ -127,6 +127,10 @@ class Task:
     def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
         return row
 
+    def verdicts(self, summary: dict[str, Any]) -> list[str]:
+        """Per model, whether it stays within the physics tolerances of the baseline (none: not judged)."""
+        return []
+
     def write_analysis(self, analysis: Analysis, out: Path) -> AnalysisResult:
         """summary.json, summary.csv, report.md and plots/; returns the
         stage's metrics (written last, by the stage lifecycle)."""

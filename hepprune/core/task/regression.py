@@ -7,6 +7,7 @@ network has to beat; the analysis also bins them in the true value.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from hepprune.core.task.base import Analysis, Task, name_width, pyplot, save_fig
 
 REFERENCE = "reference"
 
+log = logging.getLogger(__name__)
+
 
 def _pm(m: dict[str, Any], key: str, digits: int = 4) -> str:
     err = m.get(f"{key}_err")
@@ -33,12 +36,43 @@ def _shift(v: float | None, pct: bool = False) -> str:
     return f"{100 * v:+.1f} %" if pct else f"{v:+.4f}"
 
 
+def _shift_pm(m: dict[str, Any], key: str) -> str:
+    """'+0.0012 ± 0.0004' (response) or '+4.1 ± 1.2 %' (resolution), **beyond** when it fails."""
+    v, err = m.get(key), m.get(f"{key}_err")
+    if v is None:
+        return "-"
+    pct = key == "resolution_shift"
+    text = (f"{100 * v:+.1f}" + (f" ± {100 * err:.1f}" if err is not None else "") + " %") if pct else \
+        (f"{v:+.4f}" + (f" ± {err:.4f}" if err is not None else ""))
+    beyond = m.get(key.replace("_shift", "_beyond"))
+    return text + (" **beyond**" if beyond else "")
+
+
+def physics_verdict(m: dict[str, Any], a: Any) -> dict[str, Any]:
+    """Marks each shift (overall and per bin) beyond its tolerance by more than
+    ``a.significance`` sigma (``response_beyond``, ``resolution_beyond``) and
+    sums up: ``{"ok": no shift beyond, "beyond": what failed, readable}``."""
+    failed = []
+    for where, row in [("overall", m), *((f"{b['low']:.4g}-{b['high']:.4g}", b) for b in m["binned"]
+                                        if b["n_events"])]:
+        for key, tol, two_sided in (("response", a.response_tolerance, True),
+                                    ("resolution", a.resolution_tolerance, False)):
+            shift, err = row.get(f"{key}_shift"), row.get(f"{key}_shift_err")
+            row[f"{key}_beyond"] = phys.beyond_tolerance(shift, err, tol, a.significance, two_sided=two_sided)
+            if row[f"{key}_beyond"]:
+                value = _shift_pm({f"{key}_shift": shift, f"{key}_shift_err": err}, f"{key}_shift")
+                failed.append(f"{key} {where}: {value}")
+    return {"ok": not failed, "beyond": failed, "response_tolerance": a.response_tolerance,
+            "resolution_tolerance": a.resolution_tolerance, "significance": a.significance}
+
+
 class Regression(Task):
     name = "regression"
     CSV_FIELDS = ("name", "sparsity", "response_median", "response_median_err", "response_mean", "response_mean_err",
                   "resolution_q68", "resolution_q68_err", "resolution_std", "resolution_iqr", "response_shift",
-                  "resolution_shift", "params", "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes",
-                  "tflite_quant_bytes", "multipliers", "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
+                  "response_shift_err", "resolution_shift", "resolution_shift_err", "physics_ok", "params",
+                  "nonzero_params", "h5_bytes", "gzip_bytes", "tflite_bytes", "tflite_quant_bytes", "multipliers",
+                  "dsp", "bram_18k", "hls_max_abs_diff", "hls_response_median",
                   "hls_response_shift", "synth_dsp", "synth_lut", "synth_ff", "synth_bram_18k",
                   "synth_latency_max_cycles", "rtl_lut", "rtl_ff", "rtl_carry", "rtl_dsp", "rtl_lut_estimate",
                   "rtl_latency_cycles", "rtl_events_differing", "rtl_tool")
@@ -100,16 +134,27 @@ class Regression(Task):
             raise ConfigError(f"analysis.bins {a.bins} hold none of the {len(true)} test events (the true "
                               f"{dataset['target_name']} spans {true.min():.4g} to {true.max():.4g} "
                               f"{dataset['target_unit']})")
+        if edges[0] == edges[-1]:
+            log.warning("every true %s in the %d test events is %.6g %s: one bin", dataset["target_name"],
+                        len(true), edges[0], dataset["target_unit"])
+        edges, merged = phys.merge_sparse_bins(true, edges)
+        if merged:
+            log.warning("bins with fewer than %d test events merged (analysis.%s): %s", phys.MIN_BIN_EVENTS,
+                        "bins" if a.bins else "n_bins", "; ".join(merged))
+        inside = int(np.count_nonzero(phys.bin_index(true, edges) >= 0))
+        if inside < phys.MIN_BIN_EVENTS:
+            log.warning("only %d test events fall in the bins: binned response and resolution are not "
+                        "meaningful (use more --samples or a larger test split)", inside)
         analysis = Analysis(int(len(true)), true, reference,
                             info={"bins": edges.tolist(), "target_name": dataset["target_name"],
                                   "target_unit": dataset["target_unit"]})
         analysis.info[REFERENCE] = {"name": REFERENCE, **self._with_errors(reference, true, edges)}
-        analysis.outputs[REFERENCE] = (reference / true).astype(np.float32)
+        analysis.outputs[REFERENCE] = np.asarray(reference, np.float64) / true
         return analysis
 
     def model_metrics(self, analysis: Analysis, name: str, outputs: np.ndarray) -> dict[str, Any]:
         pred = self.decode(outputs, analysis.reference)
-        analysis.outputs[name] = (pred / analysis.true).astype(np.float32)  # for the plots
+        analysis.outputs[name] = np.asarray(pred, np.float64).reshape(-1) / analysis.true  # paired shifts, plots
         return self._with_errors(pred, analysis.true, np.asarray(analysis.info["bins"]))
 
     def firmware_agreement(self, analysis: Analysis, name: str, y_hls: np.ndarray,
@@ -128,11 +173,32 @@ class Regression(Task):
                 "hls_response_shift": shift, "hls_response_ok": ok}
 
     def compare(self, analysis: Analysis, baseline: str) -> None:
-        base = next((r.metrics for r in analysis.rows if r.name == baseline), None)
+        """Each model's shifts against the baseline, paired on the same events,
+        overall and per bin, and whether any exceeds its tolerance by more than
+        analysis.significance standard errors (``physics``)."""
+        a = self.cfg.analysis
+        base = analysis.outputs.get(baseline)
+        idx = phys.bin_index(analysis.true, np.asarray(analysis.info["bins"]))
         for r in analysis.rows:
             m = r.metrics
-            m["response_shift"] = m["response_median"] - base["response_median"] if base else None
-            m["resolution_shift"] = (m["resolution_q68"] / base["resolution_q68"] - 1) if base else None
+            if base is None:
+                m.update(response_shift=None, resolution_shift=None)
+                continue
+            ratio = analysis.outputs[r.name]
+            m.update(phys.paired_shifts(ratio, base, n_bootstrap=a.bootstrap, seed=self.cfg.seed))
+            for b, row in enumerate(m["binned"]):
+                if row["n_events"]:
+                    sel = idx == b
+                    row.update(phys.paired_shifts(ratio[sel], base[sel], n_bootstrap=a.bootstrap,
+                                                  seed=self.cfg.seed + 1 + b))
+            m["physics"] = physics_verdict(m, a)
+
+    def _tolerance_note(self) -> str:
+        a = self.cfg.analysis
+        return (f"Shifts are against the baseline on the same events, ± a paired bootstrap error; **beyond** marks "
+                f"one that exceeds its tolerance (response ±{a.response_tolerance:g}, resolution "
+                f"+{100 * a.resolution_tolerance:g} %; analysis.response_tolerance, analysis.resolution_tolerance) "
+                f"by more than {a.significance:g}σ.")
 
     def csv_row(self, row: dict[str, Any]) -> dict[str, Any]:
         synth = row.get("synthesis", {})
@@ -143,8 +209,13 @@ class Regression(Task):
                        rtl_latency_cycles=silicon.get("latency_cycles"),
                        rtl_events_differing=sum(silicon.get("events_differing", {}).values()),
                        rtl_tool=f"{silicon['tool']}, {silicon['family']}")
-        return {**row, **{f"synth_{k.lower()}": v for k, v in synth.get("totals", {}).items()},
+        physics = row.get("physics")
+        return {**row, "physics_ok": physics["ok"] if physics else None,
+                **{f"synth_{k.lower()}": v for k, v in synth.get("totals", {}).items()},
                 "synth_latency_max_cycles": synth.get("latency_max_cycles"), **rtl}
+
+    def verdicts(self, summary: dict[str, Any]) -> list[str]:
+        return [line.replace("**", "") for line in verdict_lines(summary["models"]) if line]
 
     def table(self, summary: dict[str, Any]) -> str:
         rows = [[m["name"], f"{m['sparsity']:.3f}", f"{m['response_median']:.4f}", f"{m['resolution_q68']:.4f}",
@@ -168,19 +239,22 @@ class Regression(Task):
             "",
             f"{summary['samples']} held-out test events. Response = median of pred/true; resolution = half the "
             "15.9-84.1 % width of pred/true (q68), also as std and IQR/1.349; ± are bootstrap standard errors. "
-            "Shifts are relative to the baseline. Multipliers: hls4ml's count after pruning "
+            "Multipliers: hls4ml's count after pruning "
             f"({first.get('strategy', 'latency')} strategy, {reuse_label(first)}, {first['precision']}); "
             "DSP and BRAM18K are estimates without vendor tools.",
             "",
             "## Physics",
             "",
+            self._tolerance_note(),
+            "",
+            *verdict_lines(models),
             "| model | sparsity | response | resolution (q68) | std | IQR/1.349 | response shift | resolution shift |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for m in models:
             lines.append(f"| {m['name']} | {m['sparsity']:.3f} | {_pm(m, 'response_median')} | "
                          f"{_pm(m, 'resolution_q68')} | {m['resolution_std']:.4f} | {m['resolution_iqr']:.4f} | "
-                         f"{_shift(m['response_shift'])} | {_shift(m['resolution_shift'], pct=True)} |")
+                         f"{_shift_pm(m, 'response_shift')} | {_shift_pm(m, 'resolution_shift')} |")
         lines.append(f"| raw {ref.get('name', REFERENCE)} | - | {_pm(ref, 'response_median')} | "
                      f"{_pm(ref, 'resolution_q68')} | {ref['resolution_std']:.4f} | "
                      f"{ref['resolution_iqr']:.4f} | - | - |")
@@ -213,6 +287,17 @@ class Regression(Task):
             for m in [*models, {**ref, "name": f"raw {ref.get('name', REFERENCE)}"}]:
                 cells = [_pm(b, key, 3) if b["n_events"] else "-" for b in m["binned"]]
                 lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+        for key, title in (("resolution_shift", "Resolution shift"), ("response_shift", "Response shift")):
+            shifted = [m for m in models if any(key in b for b in m["binned"])]
+            if not shifted:
+                continue
+            lines += ["", f"## {title} against the baseline in bins of {summary['target_name']} [{unit}], paired",
+                      "", header, rule]
+            for m in shifted:
+                lines.append(f"| {m['name']} | " + " | ".join(_shift_pm(b, key) if b["n_events"] else "-"
+                                                              for b in m["binned"]) + " |")
+        lines += ["", "Events per bin: " + ", ".join(str(b["n_events"]) for b in models[0]["binned"])
+                  + f" (bins with fewer than {phys.MIN_BIN_EVENTS} are merged with a neighbour)."]
         lines += ["", "Plots: plots/response_vs_true.png, plots/resolution_vs_true.png, plots/ratio_hist.png, "
                   "plots/layer_sparsity.png, plots/size_vs_sparsity.png"
                   + (f", plots/{RESOLUTION_VS_LUTS}" if any(m.get("silicon") for m in models) else ""), ""]
@@ -273,6 +358,17 @@ class Regression(Task):
         if resolution_vs_luts(models, out / RESOLUTION_VS_LUTS):
             names.append(RESOLUTION_VS_LUTS)
         return names
+
+
+def verdict_lines(models: list[dict[str, Any]]) -> list[str]:
+    """One line per model judged against the baseline: within tolerance everywhere, or what is beyond."""
+    judged = [m for m in models if m.get("physics")]
+    lines = []
+    for m in judged:
+        v = m["physics"]
+        lines.append(f"- {m['name']}: " + ("within tolerance overall and in every bin" if v["ok"]
+                                           else "**beyond** tolerance: " + "; ".join(v["beyond"])))
+    return [*lines, ""] if lines else []
 
 
 def size_table(models: list[dict[str, Any]], synthesised: bool) -> list[str]:

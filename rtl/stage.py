@@ -40,14 +40,12 @@ import numpy as np
 from hepprune.core import artifacts, lifecycle, qat
 from hepprune.core.config import Config
 from hepprune.core.errors import HepPruneError, RunError
-from hepprune.core.fixedpoint import parse_fixed, quantise
+from hepprune.core.fixedpoint import quantise
 from hepprune.core.models import load_model
 from hepprune.core.results import RtlResult
 from hepprune.core.runs import BASELINE, MODEL_FILE, PTQ, RTL, config_text, finished_models
 from hepprune.data.prepare import prepare_data, test_events
-from hepprune.ptq import csim_build, emulate, firmware, hls_bridge
-from hepprune.ptq.quantization import width_setting
-from hepprune.ptq.ranges import layer_ranges
+from hepprune.ptq import csim_build, da, emulate, firmware, hls_bridge
 from hepprune.rtl import synth, tools, trace
 from hepprune.rtl.trace import RtlError
 
@@ -95,43 +93,21 @@ def baseline_width(cfg: Config, run_dir: Path) -> int:
     return int(metrics["chosen_width"])
 
 
-def on_grid(model: Any, precisions: dict) -> Any:
-    """``model`` with every weight and bias rounded to its layer's type: the
-    values the firmware holds, which distributed arithmetic must be given
-    (off the grid it builds about five times the logic)."""
-    for layer in model.layers:
-        slots = precisions.get(layer.name, {}).get("Precision", {})
-        weights = layer.get_weights()
-        if not weights or "weight" not in slots:
-            continue
-        kinds = ("weight", "bias")[:len(weights)]
-        types = [parse_fixed(slots.get(kind, slots["weight"])) for kind in kinds]
-        layer.set_weights([quantise(w.astype(np.float64), t).astype(w.dtype) if t else w
-                           for w, t in zip(weights, types)])
-    return model
-
-
 def build_model_rtl(cfg: Config, name: str, model: Any, std: Any, x_raw: np.ndarray, width: int | None,
                     out: Path) -> RtlResult:
     """Everything of one model in ``out``; ``width`` None for a QAT model (its trained types)."""
     t0 = time.time()
     out = out.resolve()  # da4ml changes the working directory (see below): no relative path may remain
     cut = check_settings(cfg)
-    exported, to_input, qat_types = hls_bridge.firmware_model(model, std, [x_raw])
-    x_in = to_input(x_raw)
-    if width is None:
-        hls, precisions, label = cfg.hls, qat_types or {}, "trained"
-    else:
-        default, precisions = width_setting(layer_ranges(exported, x_in), width)
-        hls, label = replace(cfg.hls, precision=default), f"ap_fixed<{width},I>"
-        exported = on_grid(exported, precisions)
+    m = da.da_model(model, std, x_raw, cfg.hls, width)
+    exported, x_in, hls, precisions, label = m.exported, m.x_in, m.hls, m.precisions, m.label
 
     graph = hls_bridge.convert(exported, out / "hls4ml_da", replace(hls, strategy="distributed_arithmetic"),
                                precisions)
     with tempfile.TemporaryDirectory(prefix=".latency.", dir=out) as work:  # traced, never compiled
         latency = hls_bridge.convert(exported, Path(work), hls, precisions)
         pieces = trace.trace_layers(latency, per_layer=cfg.rtl.per_layer)
-        estimate = firmware.da_lut_estimate(trace.dense_layers(latency))
+        estimate = firmware.da_lut_estimate(da.dense_layers(latency, RtlError))
     network = pieces[0][1]
     x_grid = quantise(np.asarray(x_in, np.float64).reshape(len(x_in), -1), trace.input_type(graph))
 

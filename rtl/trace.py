@@ -64,21 +64,6 @@ def input_type(graph: Any) -> FixedPoint:
     return _result(next(iter(graph.get_layers())))
 
 
-def dense_layers(graph: Any) -> dict[str, tuple[np.ndarray, int, int]]:
-    """Each Dense layer's (kernel on its grid, the weight type's fractional
-    bits, the width of the values it takes): what the cost estimate needs."""
-    out = {}
-    before = None
-    for layer in graph.get_layers():
-        if layer.class_name == "Dense" and before is not None:
-            kernel = _weights(layer, "weight")
-            assert kernel is not None
-            frac = fixed_of(layer.get_weights("weight").type.precision, f"layer {layer.name} weight").fractional
-            out[layer.name] = (kernel.reshape(-1, kernel.shape[-1]), frac, before.width)
-        before = _result(layer)
-    return out
-
-
 def _apply(v: Any, layer: Any) -> Any:
     """One hls4ml layer on the traced values ``v``: its arithmetic, then the cast to its result type."""
     if layer.class_name == "Dense":

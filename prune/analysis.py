@@ -25,7 +25,7 @@ from hepprune.core.config import Config
 from hepprune.core.fit import size_metrics
 from hepprune.core.models import load_model
 from hepprune.core.qat import is_quantised
-from hepprune.core.results import ModelRow
+from hepprune.core.results import ModelRow, Size
 from hepprune.core.runs import BASELINE, HLS, MODEL_FILE, RTL, finished_models
 from hepprune.core.task import Analysis, task_of
 from hepprune.data import loader
@@ -132,6 +132,28 @@ def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRo
                    tflite_quant_bytes=tfl_q, layer_sparsity=layer_sparsity(model))
     _with_cost(row, firmware_cost(model, cfg.hls))
     return model, row
+
+
+def physics(cfg: Config, run_dir: Path, names: list[str], *, samples: int | None = None) -> dict[str, dict[str, Any]]:
+    """The baseline's and each named model's task metrics on the held-out test
+    events, with the paired shifts and verdict against the baseline; no
+    export, no sizes: what the frontier search judges a candidate by."""
+    task = task_of(cfg)
+    with prepare_data(cfg, run_dir / BASELINE) as prepared:
+        chunks = HeldOutEvents(prepared, samples)
+        std, info = prepared.standardization, prepared.reader.info
+        true = np.concatenate([t for _, t, _ in chunks])
+        ref = np.concatenate([r for _, _, r in chunks])
+        analysis = task.begin_analysis(true, ref, {"target_name": info.target_name, "target_unit": info.target_unit,
+                                                   "class_names": info.class_names})
+        for name in dict.fromkeys([BASELINE, *names]):
+            model = load_model(run_dir / name / MODEL_FILE, cfg.model)
+            outputs = np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
+            row = ModelRow(name=name, sparsity=0.0, size=Size(0, 0, 0, 0))
+            row.metrics = task.model_metrics(analysis, name, outputs)
+            analysis.rows.append(row)
+    task.compare(analysis, BASELINE)
+    return {r.name: r.metrics for r in analysis.rows}
 
 
 def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str] | None = None,

@@ -140,6 +140,10 @@ def test_builtin_classification_accuracy_auc_and_hls(tmp_path, run_cli):
     assert not m["hls_accuracy_ok"] and m["hls_accuracy_shift"] < -0.01, m["hls_accuracy_shift"]
     assert "baseline: the firmware's accuracy is" in proc.stderr and "more than ptq.tolerance=0.01" in proc.stderr
     assert "**check** |" in (run / "analysis/report.md").read_text()
+    # The frontier judges response and resolution per bin: a classifier is refused at the door.
+    proc = run_cli("prune/frontier.py", "--config", config, "--run-dir", run)
+    assert_one_line_error(proc, "frontier.py", "classification")
+    assert not (run / "frontier").exists()
 
 
 def test_builder_cnn_classification_on_images(tmp_path, run_cli):

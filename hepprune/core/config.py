@@ -243,6 +243,32 @@ class PtqConfig:
             raise ConfigError("ptq.models must be a list of model names")
 
 
+@dataclass(frozen=True)
+class FrontierConfig:
+    bits: list[int] = _opt(None, "bit settings prune/frontier.py searches: 0 = float, b = QKeras b-bit QAT",
+                           factory=lambda: [0, 8])
+    min_sparsity: float = _opt(0.5, "lowest target sparsity the search tries", gt=0, lt=1)
+    max_sparsity: float = _opt(0.95, "highest target sparsity the search tries", gt=0, lt=1)
+    step: float = _opt(0.05, "spacing of the candidate targets between min_sparsity and max_sparsity; the "
+                       "bisection stops at this resolution", ge=0.01, le=0.5)
+    width: int = _opt(0, "total width W of float candidates' distributed-arithmetic firmware for their cost; 0 = "
+                      "the baseline's chosen width from ptq/bitwidth_scan.py, else hls.precision's", ge=0, le=32)
+    reference_width: int = _opt(16, "width of the dense baseline whose cost the chosen model's is compared with",
+                                ge=2, le=32)
+    dsp_luts: float = _opt(55.0, "LUTs one DSP counts for in the cost (LUT + dsp_luts x DSP)", ge=0)
+
+    def __post_init__(self) -> None:
+        if not self.bits or not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 16
+                                    for b in self.bits) or len(set(self.bits)) != len(self.bits):
+            raise ConfigError(f"frontier.bits must be distinct bit settings, 0 (float) or 2-16 (QAT), got "
+                              f"{self.bits!r}; no bit setting means no candidate")
+        if any(b == 1 for b in self.bits):
+            raise ConfigError("frontier.bits: 1 bit is not a QAT setting; use 0 (float) or 2-16")
+        if self.min_sparsity > self.max_sparsity:
+            raise ConfigError(f"frontier.min_sparsity={self.min_sparsity:g} is above frontier.max_sparsity="
+                              f"{self.max_sparsity:g}: the search space holds no candidate")
+
+
 RTL_FAMILIES = ("xcup", "xcu", "xc7", "xc6s")  # Yosys synth_xilinx -family values the report names
 
 
@@ -423,6 +449,8 @@ class Config:
                           factory=QatConfig)
     rtl: RtlConfig = _opt(None, "open-source silicon: distributed-arithmetic Verilog, Verilator and Yosys "
                           "(rtl/synthesize_rtl.py)", factory=RtlConfig)
+    frontier: FrontierConfig = _opt(None, "the search for the cheapest model within the physics tolerances "
+                                    "(prune/frontier.py)", factory=FrontierConfig)
     distribute: DistributeConfig = _opt(None, "how pretraining and pruning spread over workers",
                                         factory=DistributeConfig)
     slurm: SlurmConfig = _opt(None, "SLURM jobs (slurm/submit.py)", factory=SlurmConfig)

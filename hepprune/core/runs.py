@@ -81,13 +81,19 @@ def config_text(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=True)
 
 
+# Config sections read only after a model is trained (its analysis, firmware, search, jobs).
+LATER_SECTIONS = ("analysis", "hls", "ptq", "rtl", "frontier", "slurm")
+
+
 def prune_config_text(cfg: Config, target: float, bits: int | None) -> str:
     """A pruning stage's frozen config: its own target and bit setting only, so
     that adding a target or a setting to the sweep leaves finished stages
     finished (a float stage keeps the default qat section; a dense reference
-    has no target)."""
+    has no target), and none of the sections only later stages read."""
     qat = replace(cfg.qat, bits=[bits]) if bits is not None else config_mod.QatConfig()
     raw = replace(cfg, qat=qat).to_dict()
+    for later in LATER_SECTIONS:  # they do not change the trained model: retuning them keeps it finished
+        raw.pop(later, None)
     if target:
         raw["prune"]["targets"] = [target]
     else:

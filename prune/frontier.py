@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # `python prune/frontier.py`: the working directo
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,30 @@ from typing import Any
 from hepprune.core import artifacts, lifecycle
 from hepprune.core import config as config_mod
 from hepprune.core.cli import ArgumentParser, run
+from hepprune.core.config import Config
 from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, resolve_config
 from hepprune.core.task import task_of
 from hepprune.prune import plan, search
+from hepprune.prune.search import Pair
 
 log = logging.getLogger("hepprune.frontier")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(prog="frontier.py", description=__doc__.splitlines()[0])
+Trainer = Callable[[Config, Path, list[Pair]], None]  # trains one round's candidates
+
+
+def train_locally(cfg: Config, run_dir: Path, pairs: list[Pair]) -> None:
+    """One candidate after the other, in this process."""
+    from hepprune.prune import pruning  # noqa: PLC0415 - deferred: TensorFlow
+
+    pruning.check_sweep(cfg, run_dir, pairs)
+    for t, b in pairs:
+        pruning.prune_target(cfg, run_dir, t, b)
+
+
+def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally, prog: str = "frontier.py") -> int:
+    """The search; ``trainer`` trains each round (slurm/frontier_jobs.py passes SLURM arrays)."""
+    p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="experiment YAML; its frontier and analysis sections drive it")
     p.add_argument("--run-dir", required=True, help="run directory holding baseline/ from ptq/trainModel.py")
     p.add_argument("--data", help="HDF5 file or glob; default: the baseline's dataset")
@@ -48,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.refuse_early(prune_cfg, run_dir)  # bad layer choices, from model.h5 without TensorFlow
     from hepprune.core.models import load_model  # noqa: PLC0415 - deferred: TensorFlow, after the cheap checks
     from hepprune.data.prepare import HeldOutEvents, prepare_data, test_events  # noqa: PLC0415
-    from hepprune.prune import analysis, pruning  # noqa: PLC0415
+    from hepprune.prune import analysis  # noqa: PLC0415
     from hepprune.ptq import da, hls_bridge  # noqa: PLC0415
 
     out = run_dir / search.FRONTIER
@@ -67,10 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def cost_of(name: str, bits: int | None) -> dict[str, Any]:
             return search.synthesised(run_dir, name) or estimate(name, bits, None if bits else width)
 
-        def train(pairs: list[search.Pair]) -> None:
-            pruning.check_sweep(prune_cfg, run_dir, pairs)
-            for t, b in pairs:
-                pruning.prune_target(prune_cfg, run_dir, t, b)
+        def train(pairs: list[Pair]) -> None:
+            trainer(prune_cfg, run_dir, pairs)
 
         f = analysis_cfg.frontier
         reference = search.with_total(estimate(BASELINE, None, f.reference_width), f.dsp_luts)

@@ -16,7 +16,7 @@ from pathlib import Path
 from hepprune.core.config import Config, SlurmStage
 from hepprune.core.runs import format_target, sweep
 
-STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "rtl", "tensorboard")
+STAGES = ("pretrain", "prune", "analyze", "scan", "synth", "rtl", "frontier", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,38 @@ def _launch(cfg: Config, name: str, stage: SlurmStage, command: str) -> str:
     return f"srun --kill-on-bad-exit=1 --cpus-per-task={stage.cpus} {command}"
 
 
+def _prune_array(paths: Paths, pairs: list[tuple[float, int | None]], with_bits: bool) -> list[str]:
+    """The body of a pruning job array: task i trains pairs[i] (target, bit setting)."""
+    body = [f"TARGETS=({' '.join(format_target(t) for t, _ in pairs)})"]
+    args = ["--targets", '"${TARGETS[$SLURM_ARRAY_TASK_ID]}"']
+    if with_bits:  # QAT settings beside float; a float-only sweep keeps its one array
+        body.append(f"BITS=({' '.join('float' if b is None else str(b) for _, b in pairs)})")
+        args += ["--bits", '"${BITS[$SLURM_ARRAY_TASK_ID]}"']
+    return [*body, _stage_command("prune/train_model_prune.py", paths, *args)]
+
+
+def _script(cfg: Config, paths: Paths, name: str, stage: SlurmStage, array: int, body: list[str]) -> str:
+    lines = [*_header(name, stage, cfg, paths, array=array, tasks=_tasks(cfg, name)), *_prologue(cfg, paths),
+             *(f"hepprune_run {_launch(cfg, name, stage, line)}" if line.startswith('"$PYTHON"') else line
+               for line in body)]
+    return "\n".join(lines) + "\n"
+
+
+def render_candidates(cfg: Config, paths: Paths, pairs: list[tuple[float, int | None]]) -> str:
+    """One frontier round's candidates as a pruning job array (slurm.prune resources)."""
+    return _script(cfg, paths, "prune", cfg.slurm.prune, len(pairs),
+                   _prune_array(paths, pairs, any(b is not None for _, b in pairs)))
+
+
 def render(cfg: Config, paths: Paths) -> dict[str, str]:
     """stage -> sbatch script text, for every stage the config submits
-    (synth only with ``slurm.synth``, rtl only with ``slurm.rtl``)."""
+    (synth only with ``slurm.synth``, rtl only with ``slurm.rtl``, frontier
+    only with ``slurm.frontier``)."""
     s = cfg.slurm
     pairs = sweep(cfg)  # one array task per model: (target, bit setting)
-    targets = [format_target(t) for t, _ in pairs]
-    prune_body = [f"TARGETS=({' '.join(targets)})"]
-    prune_args = ["--targets", '"${TARGETS[$SLURM_ARRAY_TASK_ID]}"']
-    if cfg.qat.bits:  # QAT settings beside float; a float-only sweep keeps its one array
-        prune_body.append(f"BITS=({' '.join('float' if b is None else str(b) for _, b in pairs)})")
-        prune_args += ["--bits", '"${BITS[$SLURM_ARRAY_TASK_ID]}"']
     bodies = {
         "pretrain": (s.pretrain, 0, [_stage_command("ptq/trainModel.py", paths)]),
-        "prune": (s.prune, len(pairs), [*prune_body,
-                                        _stage_command("prune/train_model_prune.py", paths, *prune_args)]),
+        "prune": (s.prune, len(pairs), _prune_array(paths, pairs, bool(cfg.qat.bits))),
         "analyze": (s.analyze, 0, [_stage_command("prune/analyze_prune.py", paths)]),
         "scan": (s.scan, 0, [_stage_command("ptq/bitwidth_scan.py", paths)]),
     }
@@ -106,13 +123,9 @@ def render(cfg: Config, paths: Paths) -> dict[str, str]:
     if s.rtl:  # then the analysis again, so the report shows the synthesised figures
         bodies["rtl"] = (s.rtl_job, 0, [_stage_command("rtl/synthesize_rtl.py", paths),
                                         _stage_command("prune/analyze_prune.py", paths)])
-    scripts = {}
-    for name, (stage, array, body) in bodies.items():
-        lines = [*_header(name, stage, cfg, paths, array=array, tasks=_tasks(cfg, name)), *_prologue(cfg, paths),
-                 *(f"hepprune_run {_launch(cfg, name, stage, line)}" if line.startswith('"$PYTHON"') else line
-                   for line in body)]
-        scripts[name] = "\n".join(lines) + "\n"
-    return scripts
+    if s.frontier:  # the search submits its own candidate arrays from inside this job
+        bodies["frontier"] = (s.frontier_job, 0, [_stage_command("slurm/frontier_jobs.py", paths)])
+    return {name: _script(cfg, paths, name, stage, array, body) for name, (stage, array, body) in bodies.items()}
 
 
 def render_tensorboard(cfg: Config, paths: Paths) -> str:

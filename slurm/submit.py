@@ -36,8 +36,10 @@ log = logging.getLogger("hepprune.submit")
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEPENDS_ON = {"prune": ["pretrain"], "analyze": ["prune"], "scan": ["prune"], "synth": ["analyze"],
-              "rtl": ["scan", "analyze"]}  # rtl needs the scan's width, and re-runs the analysis at its end
-JOB_KEYS = {"synth": "synth_job", "rtl": "rtl_job"}  # slurm.<key> of a stage's resources
+              "rtl": ["scan", "analyze"],  # rtl needs the scan's width, and re-runs the analysis at its end
+              "frontier": ["pretrain"]}
+# slurm.<key> of a stage's resources
+JOB_KEYS = {"synth": "synth_job", "rtl": "rtl_job", "frontier": "frontier_job"}
 RUN_SECTIONS = ("data", "model", "train")  # what the baseline fixes for every later stage
 
 
@@ -118,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--data", help="HDF5 file or glob, overriding data.path")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch commands and scripts; submit nothing")
-    p.add_argument("--stages", help="comma-separated subset of pretrain,prune,analyze,scan,synth,rtl (default: all); "
-                   "dependencies link only the stages submitted together")
+    p.add_argument("--stages", help="comma-separated subset of pretrain,prune,analyze,scan,synth,rtl,frontier "
+                   "(default: all); dependencies link only the stages submitted together")
     p.add_argument("--tensorboard", action="store_true", help="submit only a TensorBoard job for the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)

@@ -285,3 +285,21 @@ def test_two_task_srun_training_reaches_the_single_worker_loss(slurm_cluster, tm
     assert sorted(p.name for p in tmp_path.glob("run/*")) == [".baseline.lock", ".prune_0.50.lock", "baseline",
                                                                "prune_0.50", "slurm"]
     assert not list(scratch.glob("hepprune-worker*")), "a non-chief worker left its scratch directory"
+
+
+def test_the_frontier_trains_each_round_as_a_job_array(slurm_cluster, run, run_cli):
+    """slurm/frontier_jobs.py (the slurm.frontier job's command), run here as on a login node: the
+    candidate the tiny run lacks (prune_0.70) is trained by a real array job, then judged."""
+    proc = run_cli("slurm/frontier_jobs.py", "--config", run.parent / "config.yaml", "--run-dir", run,
+                   "--set", "frontier.bits=[0]", "--set", "frontier.min_sparsity=0.3",
+                   "--set", "frontier.max_sparsity=0.7", "--set", "frontier.step=0.2",
+                   "--set", "analysis.response_tolerance=0.5", "--set", "analysis.resolution_tolerance=0.9",
+                   "--set", "slurm.prune.cpus=1", "--set", "slurm.prune.mem=1G", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    f = json.loads((run / "frontier/frontier.json").read_text())
+    assert [c["name"] for c in f["candidates"]] == ["prune_0.50", "prune_0.70"] and f["chosen"] == "prune_0.70"
+    job = json.loads((run / "slurm/frontier/round.json").read_text())
+    assert job["candidates"] == ["prune_0.70"]
+    log = (run / "slurm/logs" / f"hepprune-prune-{job['job']}_0.out").read_text()
+    assert "prune_0.70 done" in log, log[-2000:]
+    assert "Epoch" not in proc.stdout  # nothing trained in the search's own process

@@ -9,14 +9,14 @@ import pytest
 from conftest import ROOT, assert_one_line_error, make_shard
 
 from hepprune.core import config
-from hepprune.slurm.scripts import Paths, render, render_tensorboard
+from hepprune.slurm.scripts import Paths, render, render_candidates, render_tensorboard
 
 GOLDEN = ROOT / "tests" / "golden"
 GOLDEN_CONFIG = {
     "prune": {"targets": [0.3, 0.5, 0.75]},
     "slurm": {"partition": "gpu", "account": "cms-l1",
               "setup": ["module load python/3.11", "source ~/venvs/hep/bin/activate"],
-              "extra": ["--qos=normal"], "signal_seconds": 600, "synth": True, "rtl": True,
+              "extra": ["--qos=normal"], "signal_seconds": 600, "synth": True, "rtl": True, "frontier": True,
               "pretrain": {"time": "1-00:00:00", "cpus": 8, "mem": "32G", "gpus": 1}},
 }
 PATHS = Paths(project=Path("/opt/hepprune"), run_dir=Path("/scratch/alice/runs/study1"),
@@ -28,7 +28,8 @@ def _rendered():
     return {**render(cfg, PATHS), "tensorboard": render_tensorboard(cfg, PATHS)}
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "prune", "analyze", "scan", "synth", "rtl", "tensorboard"])
+@pytest.mark.parametrize("stage", ["pretrain", "prune", "analyze", "scan", "synth", "rtl", "frontier",
+                                   "tensorboard"])
 def test_generated_script_matches_golden_file(stage):
     text = _rendered()[stage]
     golden = GOLDEN / f"{stage}.sbatch"
@@ -57,6 +58,15 @@ def test_qat_prune_array_matches_golden_file():
     """One task per model: float at each target, then each bit setting's dense reference and targets."""
     text = render(config.from_dict(QAT_CONFIG), PATHS)["prune"]
     golden = GOLDEN / "prune_qat.sbatch"
+    if os.environ.get("HEPPRUNE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden.name} changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"
+
+
+def test_a_frontier_round_is_one_array_task_per_candidate():
+    """The frontier's round: float and QAT candidates each their own task, with slurm.prune resources."""
+    text = render_candidates(config.from_dict(GOLDEN_CONFIG), PATHS, [(0.725, None), (0.8, 8)])
+    golden = GOLDEN / "frontier_round.sbatch"
     if os.environ.get("HEPPRUNE_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), f"{golden.name} changed; review, then rerun with HEPPRUNE_UPDATE_GOLDEN=1"

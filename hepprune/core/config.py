@@ -413,6 +413,8 @@ class SlurmConfig:
     synth: bool = _opt(False, "also submit a C-synthesis job (needs vitis_hls/vivado_hls on its nodes)")
     rtl: bool = _opt(False, "also submit the open-source silicon job (rtl/synthesize_rtl.py, then the analysis "
                      "again), after the bit-width scan and the analysis")
+    frontier: bool = _opt(False, "also submit the physics-frontier search (prune/frontier.py), after the "
+                          "pretraining; it submits each round's candidates as a pruning job array and waits")
     pretrain: SlurmStage = _opt(None, "pretraining job", factory=_stage("04:00:00", 4, "16G"))
     prune: SlurmStage = _opt(None, "pruning job array (one task per target)", factory=_stage("04:00:00", 4, "16G"))
     analyze: SlurmStage = _opt(None, "analysis and hls4ml C simulation job", factory=_stage("01:00:00", 2, "8G"))
@@ -420,6 +422,8 @@ class SlurmConfig:
     synth_job: SlurmStage = _opt(None, "C-synthesis job (slurm.synth)", factory=_stage("08:00:00", 4, "32G"))
     rtl_job: SlurmStage = _opt(None, "open-source silicon job (slurm.rtl): Verilator and Yosys, minutes to an hour "
                                "per model", factory=_stage("04:00:00", 2, "16G"))
+    frontier_job: SlurmStage = _opt(None, "the frontier search's own job (slurm.frontier): judges candidates and "
+                                    "waits for their arrays", factory=_stage("12:00:00", 2, "8G"))
     tensorboard: SlurmStage = _opt(None, "TensorBoard job", factory=_stage("08:00:00", 1, "2G"))
 
     def __post_init__(self) -> None:

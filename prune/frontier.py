@@ -62,9 +62,9 @@ def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally,
     analysis_cfg = resolve_config(cfg, "analysis", run_dir=run_dir, data=args.data)
     plan.refuse_early(prune_cfg, run_dir)  # bad layer choices, from model.h5 without TensorFlow
     from hepprune.core.models import load_model  # noqa: PLC0415 - deferred: TensorFlow, after the cheap checks
-    from hepprune.data.prepare import HeldOutEvents, prepare_data, test_events  # noqa: PLC0415
-    from hepprune.prune import analysis  # noqa: PLC0415
-    from hepprune.ptq import da, hls_bridge  # noqa: PLC0415
+    from hepprune.data.prepare import HeldOutEvents, prepare_data, test_events  # noqa: PLC0415 - deferred: TensorFlow
+    from hepprune.prune import analysis  # noqa: PLC0415 - deferred: TensorFlow, hls4ml
+    from hepprune.ptq import da, hls_bridge  # noqa: PLC0415 - deferred: hls4ml
 
     out = run_dir / search.FRONTIER
     with lifecycle.stage(out, config_text(analysis_cfg), overwrite=True) as stage, \

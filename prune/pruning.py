@@ -250,7 +250,30 @@ def log_hparams(cfg: Config, run_dir: Path, stage_dir: Path, target: float, bits
         "target": float(target), "bits": int(bits or 0), "granularity": p.granularity,
         "schedule": schedule.kind if schedule else "dense", "epochs": p.epochs, "warmup_epochs": p.warmup_epochs,
         "pruning_epochs": p.pruning_epochs, "learning_rate": float(p.learning_rate), "finetune_lr": p.finetune_lr,
+        "batch_size": int(cfg.data.batch_size), "distill": float(p.distill),
     }, hparams.final_metrics(test, base, achieved, cost))
+
+
+def distilled(make_data, cfg: Config, run_dir: Path):
+    """With ``prune.distill`` = a > 0, the training target becomes (1 - a) x
+    the true target + a x the baseline's output for the same inputs: the
+    pruned (or quantised) model is taught to reproduce the float baseline,
+    whose response and resolution it is judged against, bin by bin.
+    Validation keeps the true target."""
+    a = cfg.prune.distill
+    if not a:
+        return make_data
+    teacher = load_model(run_dir / BASELINE / MODEL_FILE, cfg.model)
+
+    def blend(x, y):
+        t = tf.reshape(tf.cast(teacher(x, training=False), y.dtype), tf.shape(y))
+        return x, (1 - a) * y + a * t
+
+    def make(start: int, epochs: int) -> fit.FitData:
+        data = make_data(start, epochs)
+        return replace(data, train=data.train.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+    return make
 
 
 def finetune_learning_rates(p: PruneConfig) -> tuple[float, ...]:
@@ -312,7 +335,7 @@ def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: l
     elif worker.is_chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tb), write_graph=False, profile_batch=0))
     state = fit.fit_resumable(
-        model, stage.path, prepared.fit_data(cfg, worker), epochs=cfg.prune.epochs,
+        model, stage.path, distilled(prepared.fit_data(cfg, worker), cfg, run_dir), epochs=cfg.prune.epochs,
         # never early stopping, keep the pruned weights
         policy=fit.EpochPolicy(keep_best=False, learning_rates=finetune_learning_rates(cfg.prune)),
         callbacks=callbacks, worker=worker, resume=worker.is_chief or not stage.overwrite)

@@ -144,6 +144,9 @@ class PruneConfig:
                             "cosine from learning_rate down towards 0 (settles the last weights, which are kept)",
                             choices=("constant", "cosine"))
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)
+    distill: float = _opt(0.0, "weight of the baseline's own outputs in the pruning target (knowledge "
+                          "distillation): 0 = the true values only, 1 = the baseline's outputs only, so the pruned "
+                          "model learns to reproduce the baseline's response and resolution bin by bin", ge=0, le=1)
     tolerance: float = _opt(0.01, "largest accepted |achieved - target| sparsity per layer; at most 0.01, the "
                             "guarantee every pruned model carries", gt=0, le=0.01)
 
@@ -463,6 +466,9 @@ class Config:
         if self.qat.bits and self.task == "classification":
             raise ConfigError("qat.bits: quantisation-aware training is for regression; a classifier's softmax is a "
                               "lookup table in hls4ml, so its firmware could not equal the QKeras model")
+        if self.prune.distill and self.task == "classification":
+            raise ConfigError(f"prune.distill={self.prune.distill:g}: distillation blends the baseline's output "
+                              "into a regression target; a classifier's labels are not blended (use 0)")
         # Checked here, at the door, so slurm/submit.py refuses it instead of the job.
         if self.distribute.strategy == "multiworker":
             for key, size in (("data.batch_size", self.data.batch_size), ("prune.batch_size", self.prune.batch_size)):

@@ -197,7 +197,7 @@ def test_resume_mid_ramp_ends_at_the_target(run, run_cli, tmp_path):
     be replayed late (the target missed or reached epochs later) and the
     weights, val_loss and history would differ."""
     slow = tmp_path / "slow.yaml"  # small batches: a kill lands inside the ramp; the rate decays after it
-    slow.write_text(CONFIG + "  batch_size: 8\n  finetune_lr: cosine\n")
+    slow.write_text(CONFIG + "  batch_size: 8\n  finetune_lr: cosine\n  learning_rate: 0.0005\n")
     straight = tmp_path / "straight"
     shutil.copytree(run, straight)
     run_cli("prune/train_model_prune.py", "--config", slow, "--run-dir", straight, "--targets", "0.5",
@@ -272,7 +272,8 @@ def test_pruning_never_stops_early_nor_reduces_the_learning_rate(plateau_run, ru
     run = tmp_path / "run"
     shutil.copytree(plateau_run / "run", run)
     (tmp_path / "config.yaml").write_text(PLATEAU_CONFIG)
-    run_cli("prune/train_model_prune.py", "--config", tmp_path / "config.yaml", "--run-dir", run, check_ok=True)
+    run_cli("prune/train_model_prune.py", "--config", tmp_path / "config.yaml", "--run-dir", run,
+            "--set", "prune.finetune_lr=constant", check_ok=True)  # the rate the train policy would have cut
     stage = run / "prune_0.50"
     cfg = config_mod.load(stage / "config.yaml")
     t = cfg.train  # the baseline's, as the stage resolved it

@@ -51,7 +51,7 @@ def test_constant_schedule_applies_the_target_at_the_first_pruning_step():
 @pytest.mark.parametrize("kwargs, target, fragment", [
     ({}, 1.0, "must be in (0, 1)"),
     ({}, 0.0, "must be in (0, 1)"),
-    ({"frequency": 50}, 0.5, "gives 2 mask update"),
+    ({"frequency": 50, "pruning_epochs": 4}, 0.5, "gives 2 mask update"),
     ({"pruning_epochs": 1, "min_mask_updates": 40}, 0.5, "too few"),
 ])
 def test_refusals(kwargs, target, fragment):

@@ -122,9 +122,10 @@ class TrainConfig:
 class PruneConfig:
     targets: list[float] = _opt(None, "final sparsities of the sweep, each in (0, 1); --targets overrides",
                                 factory=lambda: [0.3, 0.5, 0.75])
-    epochs: int = _opt(10, "total epochs per target: warm-up + pruning ramp + fine-tuning", ge=1)
+    epochs: int = _opt(40, "total epochs per target: warm-up + pruning ramp + fine-tuning (docs/training.md)",
+                       ge=1)
     warmup_epochs: int = _opt(3, "epochs with the pruning wrappers in place but nothing removed", ge=0)
-    pruning_epochs: int = _opt(4, "epochs over which sparsity ramps to the target (the rest fine-tunes)", ge=1)
+    pruning_epochs: int = _opt(20, "epochs over which sparsity ramps to the target (the rest fine-tunes)", ge=1)
     schedule: str = _opt("polynomial", "polynomial: PolynomialDecay from initial_sparsity to the target; "
                          "constant: the target from the first pruning step", choices=("polynomial", "constant"))
     initial_sparsity: float = _opt(0.0, "sparsity at the start of the ramp (polynomial)", ge=0, lt=1)
@@ -139,8 +140,8 @@ class PruneConfig:
     include: list[str] = _opt(None, "layer names or fnmatch patterns to prune; empty = every Dense/Conv1D/"
                               "Conv2D except the output layer", factory=list)
     exclude: list[str] = _opt(None, "layer names or patterns never to prune", factory=list)
-    learning_rate: float = _opt(5e-4, "Adam learning rate while pruning", gt=0)
-    finetune_lr: str = _opt("constant", "learning rate over the fine-tuning epochs after the ramp: constant, or "
+    learning_rate: float = _opt(1e-3, "Adam learning rate while pruning", gt=0)
+    finetune_lr: str = _opt("cosine", "learning rate over the fine-tuning epochs after the ramp: constant, or "
                             "cosine from learning_rate down towards 0 (settles the last weights, which are kept)",
                             choices=("constant", "cosine"))
     batch_size: int = _opt(0, "events per batch while pruning; 0 = the baseline's data.batch_size", ge=0)

@@ -17,7 +17,7 @@ QAT_POINT := --targets 0.75 --bits 8
 # ...), so the stage folders are checked through symlinks in that layout.
 TYPETREE := build/typecheck/hepprune
 
-.PHONY: install demo silicon lint test bench clean
+.PHONY: install demo silicon frontier lint test bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ silicon: $(STAMP)
 	@test -f $(DEMO)/ptq/baseline/metrics.json || $(MAKE) demo
 	$(VPY) rtl/synthesize_rtl.py --config configs/demo.yaml --run-dir $(DEMO) --models baseline,prune_0.75,prune_0.75_q8
 	$(VPY) prune/analyze_prune.py --config configs/demo.yaml --run-dir $(DEMO) --samples all
+
+# The physics frontier on the demo run (README, "5b"): the cheapest model within the
+# physics tolerances in every bin, float and 8-bit QAT; reuses the demo's pruned models.
+frontier: $(STAMP)
+	@test -f $(DEMO)/baseline/metrics.json || $(MAKE) demo
+	$(VPY) prune/frontier.py --config configs/demo.yaml --run-dir $(DEMO)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -303,3 +303,32 @@ def test_the_frontier_trains_each_round_as_a_job_array(slurm_cluster, run, run_c
     log = (run / "slurm/logs" / f"hepprune-prune-{job['job']}_0.out").read_text()
     assert "prune_0.70 done" in log, log[-2000:]
     assert "Epoch" not in proc.stdout  # nothing trained in the search's own process
+
+
+def test_a_killed_frontier_search_waits_for_its_array_instead_of_submitting_it_again(slurm_cluster, run, run_cli):
+    """The search job is preempted right after it submitted its first round: its array keeps
+    running (a 20-epoch candidate). The requeued search waits for that array (the same job id in
+    round.json, one array's logs) instead of submitting the candidate again, then goes on."""
+    shutil.rmtree(run / "prune_0.50")  # the first round's candidate: trained by the array
+    args = [sys.executable, str(ROOT / "slurm/frontier_jobs.py"), "--config", str(run.parent / "config.yaml"),
+            "--run-dir", str(run), "--set", "frontier.bits=[0]", "--set", "frontier.min_sparsity=0.3",
+            "--set", "frontier.max_sparsity=0.7", "--set", "frontier.step=0.2", "--set", "prune.epochs=20",
+            "--set", "analysis.response_tolerance=0.5", "--set", "analysis.resolution_tolerance=0.9",
+            "--set", "slurm.prune.cpus=1", "--set", "slurm.prune.mem=1G"]
+    state = run / "slurm/frontier/round.json"
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not state.is_file() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.kill()
+    first.wait()
+    job = json.loads(state.read_text())["job"]
+    assert job_field(job, "JobState") not in FINAL  # the array outlives the search that submitted it
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = {p.name for p in (run / "slurm/logs").glob("hepprune-prune-*.out")}
+    assert f"hepprune-prune-{job}_0.out" in logs and len(logs) == 2  # the first round's array (waited for,
+    # not submitted again), then the second round's
+    assert json.loads(state.read_text())["candidates"] == ["prune_0.70"]
+    f = json.loads((run / "frontier/frontier.json").read_text())
+    assert [c["name"] for c in f["candidates"]] == ["prune_0.50", "prune_0.70"] and f["chosen"] == "prune_0.70"

@@ -133,6 +133,28 @@ def test_run_with_no_models(tmp_path, run_cli):
     assert_one_line_error(proc, "holds no finished model")
 
 
+@pytest.mark.parametrize("n, target, warning, bins", [
+    (80, None, "bins with fewer than 20 test events merged", 1),  # an 8-event test split, 3 bins asked for
+    (3000, 50.0, "every true E_true in the 300 test events is 50 GeV: one bin", 1),  # a fixed beam energy
+])
+def test_sparse_bins_are_merged_and_a_constant_target_is_one_bin(tmp_path, run_cli, n, target, warning, bins):
+    """Never a bin of a handful of events reported as a resolution (nor 0 +- 0), never a traceback."""
+    from conftest import make_shard
+
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    extra = {} if target is None else {"target": np.full(n, target)}
+    make_shard(tmp_path / "data.h5", n=n, seed=9, **extra)
+    run = tmp_path / "run"
+    run_cli("ptq/trainModel.py", "--config", tmp_path / "config.yaml", "--run-dir", run, "--data",
+            tmp_path / "data.h5", check_ok=True)
+    proc = run_cli("prune/analyze_prune.py", "--config", tmp_path / "config.yaml", "--run-dir", run, "--no-hls",
+                   "--samples", "all", check_ok=True)
+    assert warning in proc.stderr, proc.stderr[-2000:]
+    (base,) = json.loads((run / "analysis/summary.json").read_text())["models"]
+    assert len(base["binned"]) == bins and base["binned"][0]["n_events"] == base["n_events"]
+    assert base["binned"][0]["resolution_q68"] == pytest.approx(base["resolution_q68"])
+
+
 def test_folded_standardisation_gives_the_same_output_on_raw_inputs():
     from hepprune.core.backend import keras
     from hepprune.ptq.hls_bridge import fold_standardization

@@ -32,6 +32,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -149,8 +150,17 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
-def open_tree(path: str, tree_name: str) -> uproot.TTree:
-    """Open ``tree_name`` in ``path``, turning uproot's errors into one-line DataErrors."""
+TREE_CLASSES = ("TTree", "ROOT::RNTuple")  # NanoAOD moves to RNTuple; uproot reads both the same way
+
+
+def is_tree(obj: object) -> bool:
+    """A TTree or an RNTuple (both read by name, iterated in steps, by uproot)."""
+    return isinstance(obj, uproot.TTree) or getattr(obj, "classname", None) == "ROOT::RNTuple"
+
+
+def open_tree(path: str, tree_name: str) -> Any:
+    """Open the TTree or RNTuple ``tree_name`` in ``path`` (whichever it is),
+    turning uproot's errors into one-line DataErrors."""
     try:
         root_file = uproot.open(path)
     except FileNotFoundError:
@@ -166,16 +176,18 @@ def open_tree(path: str, tree_name: str) -> uproot.TTree:
     try:
         tree = root_file[tree_name]
     except KeyError:
-        trees = sorted(set(root_file.keys(filter_classname="TTree", cycle=False)))
-        raise DataError(f"{path}: no tree '{tree_name}' (trees in the file: "
+        found = root_file.classnames(cycle=False)
+        trees = sorted(f"{name} ({'RNTuple' if kind == 'ROOT::RNTuple' else kind})"
+                       for name, kind in found.items() if kind in TREE_CLASSES)
+        raise DataError(f"{path}: no tree '{tree_name}' (TTrees and RNTuples in the file: "
                         f"{', '.join(trees) or 'none'}); choose one with --tree") from None
-    if not isinstance(tree, uproot.TTree):
-        kind = getattr(tree, "classname", type(tree).__name__)  # e.g. ROOT::RNTuple, TH1F
-        raise DataError(f"{path}: '{tree_name}' is a {kind}, not a TTree (only TTrees are supported)")
+    if not is_tree(tree):
+        kind = getattr(tree, "classname", type(tree).__name__)  # e.g. TH1F
+        raise DataError(f"{path}: '{tree_name}' is a {kind}, not a TTree or RNTuple")
     return tree
 
 
-def check_branches(tree: uproot.TTree, path: str) -> None:
+def check_branches(tree: Any, path: str) -> None:
     """All of :data:`BRANCHES` must exist: name the missing ones and list what is expected."""
     missing = [b for b in BRANCHES if b not in tree]
     if missing:
@@ -281,12 +293,18 @@ def _check_out_dir(out_dir: Path) -> None:
     if old:
         raise DataError(f"--out {out_dir} already holds {len(old)} shard file(s) ({old[0].name} ...); "
                         "remove them or choose an empty directory")
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(f"--out {out_dir} cannot be created: {existing} is a file, not a directory")
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out_dir} is not writable ({existing or out_dir} cannot be written to); "
+                        "choose a directory you can write")
 
 
 # ----------------------------------------------------------------------------- conversion
 
 @contextlib.contextmanager
-def _opened_tree(path: str, tree_name: str) -> Iterator[uproot.TTree]:
+def _opened_tree(path: str, tree_name: str) -> Iterator[Any]:
     """:func:`open_tree`, closing the file afterwards (thousands of inputs, one handle)."""
     tree = open_tree(path, tree_name)
     try:
@@ -295,7 +313,7 @@ def _opened_tree(path: str, tree_name: str) -> Iterator[uproot.TTree]:
         tree.file.close()
 
 
-def _iterate(tree: uproot.TTree, path: str, step_size: int | str) -> Iterator[tuple[int, ak.Array]]:
+def _iterate(tree: Any, path: str, step_size: int | str) -> Iterator[tuple[int, ak.Array]]:
     """(first entry, events) per step; read errors mid-file become DataErrors."""
     try:
         for events, report in tree.iterate(list(BRANCHES), step_size=step_size, library="ak",
@@ -321,12 +339,12 @@ def convert(
     """
     if events_per_shard < 1:
         raise DataError(f"events_per_shard must be >= 1, got {events_per_shard}")
+    out = Path(out_dir)
+    _check_out_dir(out)  # before any input is read: a wrong --out costs nothing
     files = resolve_inputs(inputs)
     for path in files:
         with _opened_tree(path, tree) as t:
             check_branches(t, path)
-    out = Path(out_dir)
-    _check_out_dir(out)
 
     parameters = {
         "inputs": files,
@@ -391,7 +409,8 @@ def build_parser() -> ArgumentParser:
                         help="output directory for shard_00000.h5, ... (must hold no shards yet)")
     parser.add_argument("--events-per-shard", type=_positive_int, default=DEFAULT_EVENTS_PER_SHARD,
                         metavar="N", help="jets per output shard (default %(default)d)")
-    parser.add_argument("--tree", default=DEFAULT_TREE, help="TTree name (default %(default)s)")
+    parser.add_argument("--tree", default=DEFAULT_TREE,
+                        help="TTree or RNTuple name, whichever the file holds (default %(default)s)")
     parser.add_argument("--min-genjet-pt", type=float, default=0.0, metavar="GEV",
                         help="keep only jets whose matched GenJet has pT >= this (default 0)")
     return parser

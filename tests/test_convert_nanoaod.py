@@ -189,11 +189,40 @@ def test_cli_missing_branch(tmp_path):
     with uproot.recreate(partial) as out:  # mktree: plain assignment writes an RNTuple
         tree = out.mktree("Events", {name: arrays[name].type.content for name in arrays.fields})
         tree.extend({name: arrays[name] for name in arrays.fields})
-        out["ntuple"] = {"PV_npvs": arrays["PV_npvs"]}
+        out["ntuple"] = {"PV_npvs": arrays["PV_npvs"]}  # an RNTuple
+        out["hist"] = np.histogram(np.asarray(arrays["PV_npvs"]), bins=5)
     line = _one_line_error(_cli("--input", str(partial), "--out", str(tmp_path / "o")))
     assert "Jet_rawFactor" in line and "GenJet_pt" in line and "needs:" in line
-    assert "not a TTree" in _one_line_error(
-        _cli("--input", str(partial), "--out", str(tmp_path / "o"), "--tree", "ntuple"))
+    line = _one_line_error(_cli("--input", str(partial), "--out", str(tmp_path / "o"), "--tree", "ntuple"))
+    assert "tree 'ntuple' has no branch" in line and "Jet_rawFactor" in line  # an RNTuple is read, and checked
+    assert "is a TH1D, not a TTree or RNTuple" in _one_line_error(
+        _cli("--input", str(partial), "--out", str(tmp_path / "o"), "--tree", "hist"))
+    line = _one_line_error(_cli("--input", str(partial), "--out", str(tmp_path / "o"), "--tree", "Evnts"))
+    assert "TTrees and RNTuples in the file: Events (TTree), ntuple (RNTuple)" in line, line
+
+
+def test_an_rntuple_converts_to_the_same_shards_as_the_ttree(converted, tmp_path):
+    """CMS NanoAOD moves to RNTuple: the shared TTree sample rewritten as an RNTuple by uproot's
+    writer converts to exactly the same rows, selected automatically (the same --tree name)."""
+    rntuple = tmp_path / "nano_rntuple.root"
+    with uproot.open(SAMPLE) as f:
+        arrays = f["Events"].arrays(list(BRANCHES), library="ak")
+    with uproot.recreate(rntuple) as out:
+        out.mkrntuple("Events", {name: arrays[name] for name in BRANCHES})
+    with uproot.open(rntuple) as f:
+        assert f.classnames() == {"Events;1": "ROOT::RNTuple"}
+    proc = _cli("--input", str(rntuple), "--out", str(tmp_path / "out"), "--events-per-shard", "50")
+    assert proc.returncode == 0, proc.stderr
+    a, b = _read(tmp_path / "out" / "shard_*.h5"), _read(converted / "shard_*.h5")
+    for name in ("inputs", "target", "reference", "aux/Jet_pt", "aux/event", "aux/jet_index"):
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_an_unusable_out_is_refused_before_any_input_is_read(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    line = _one_line_error(_cli("--input", str(tmp_path / "missing.root"), "--out", str(blocker / "sub")))
+    assert line.startswith("error: --out") and "is a file, not a directory" in line  # not the missing input
 
 
 def test_cli_bad_events_per_shard(tmp_path):

@@ -183,12 +183,20 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
                 count = total
     assert mean is not None and m2 is not None  # split_blocks refuses an empty training split
     std = np.sqrt(m2 / count)
+    names = reader.info.feature_names if reader.key == "inputs" else ("image",)
     # A feature that never varies (e.g. an always zero-suppressed tower) must
-    # not divide by zero; it then passes through centred.
-    std = np.where(std > 1e-12, std, 1.0)
+    # not divide by zero; it then passes through centred, and carries no information.
+    constant = std <= 1e-12
+    if constant.any():
+        flat = np.flatnonzero(constant.reshape(-1))
+        what = ([names[i] for i in flat] if reader.key == "inputs" and len(names) == constant.size
+                else [f"{names[0]}[{i}]" for i in flat])
+        log.warning("%d input feature(s) never vary in the %d training events: %s%s; they are centred, not "
+                    "scaled, and carry no information", len(what), count, ", ".join(what[:10]),
+                    f" (+{len(what) - 10} more)" if len(what) > 10 else "")
+    std = np.where(constant, 1.0, std)
     if not cfg.standardize:  # identity: the network sees raw inputs
         mean, std = np.zeros_like(mean), np.ones_like(std)
-    names = reader.info.feature_names if reader.key == "inputs" else ("image",)
     return Standardization(mean.astype(np.float32), std.astype(np.float32), tuple(names), count)
 
 

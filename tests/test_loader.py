@@ -130,6 +130,19 @@ def test_standardization_matches_numpy_on_the_training_split(dataset):
     np.testing.assert_array_equal(restored.mean, stats.mean)
 
 
+def test_a_constant_feature_is_named_and_passes_through_centred(tmp_path, caplog):
+    x = np.random.default_rng(2).normal(size=(3000, 4)).astype(np.float32)
+    x[:, 2] = 7.5  # e.g. a tower that is always zero-suppressed, or a fixed run condition
+    make_shard(tmp_path / "c.h5", n=3000, inputs=x, feature_names=["e0", "e1", "dead_tower", "e3"])
+    info = open_dataset(tmp_path / "c.h5")
+    with loader.Reader(info) as reader, caplog.at_level("WARNING"):
+        stats = loader.scan(reader, loader.split_blocks(info, 0.1, 0.1), DataConfig())
+    assert "1 input feature(s) never vary" in caplog.text and "dead_tower" in caplog.text
+    assert "e0" not in caplog.text.split("never vary", 1)[1]
+    assert stats.std[2] == 1.0 and stats.mean[2] == 7.5
+    assert np.isfinite(stats.apply(x.copy())).all() and (stats.apply(x.copy())[:, 2] == 0).all()
+
+
 def test_tf_dataset_streams_the_same_events(dataset):
     cfg = DataConfig(batch_size=128, shuffle_buffer=300)
     splits = loader.split_blocks(dataset, 0.1, 0.1)

@@ -153,6 +153,75 @@ def check_finite(reader: Reader, block: Block, arrays) -> None:
                             f"at event {bad}")
 
 
+EXTREME_FACTOR = 1000.0  # a value this many times the bulk's width beyond it is not physics
+BULK_QUANTILES = (0.001, 0.999)
+BULK_EVENTS = 10000  # events the bulk of each feature is measured on (the first read)
+
+
+class ExtremeValues:
+    """Counts, per input feature, finite values absurdly far outside the bulk:
+    more than EXTREME_FACTOR times the 0.1-99.9 % width beyond it (a 1e30 in a
+    few events, a unit error). The bulk is measured on the first events seen;
+    one such value can dominate a feature's std and so its standardisation."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+        self.sample: list[np.ndarray] = []
+        self.held = 0
+        self.counts: np.ndarray | None = None
+        self.examples: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        if self.low is None:
+            self.sample.append(x)
+            self.held += len(x)
+            if self.held < BULK_EVENTS:
+                return
+            self._set_bulk()
+            x = np.concatenate(self.sample)
+            self.sample = []
+        self._count(x)
+
+    def _set_bulk(self) -> None:
+        bulk = np.concatenate(self.sample)
+        q_low, q_high = np.quantile(bulk, BULK_QUANTILES, axis=0)
+        width = np.maximum(q_high - q_low, np.maximum(np.abs(q_low), np.abs(q_high)))
+        width = np.where(width > 0, width, 1.0)
+        self.low, self.high = q_low - EXTREME_FACTOR * width, q_high + EXTREME_FACTOR * width
+        self.counts = np.zeros(bulk.shape[1], np.int64)
+        self.examples = np.zeros(bulk.shape[1])
+
+    def _count(self, x: np.ndarray) -> None:
+        assert self.low is not None and self.high is not None and self.counts is not None
+        assert self.examples is not None
+        outside = (x < self.low) | (x > self.high)
+        hits = outside.sum(axis=0)
+        for j in np.flatnonzero(hits):
+            if not self.counts[j]:
+                self.examples[j] = x[np.flatnonzero(outside[:, j])[0], j]
+        self.counts += hits
+
+    def found(self) -> dict[str, tuple[int, float]]:
+        """{feature: (count, an example value)} of the features with extreme values."""
+        if self.low is None and self.sample:  # fewer events than BULK_EVENTS: measure on all of them
+            self._set_bulk()
+            held, self.sample = np.concatenate(self.sample), []
+            self._count(held)
+        counts, examples = self.counts, self.examples
+        if counts is None or examples is None:
+            return {}
+        names = self.names if len(self.names) == len(counts) else \
+            tuple(f"{self.names[0]}[{j}]" for j in range(len(counts)))
+        return {names[j]: (int(counts[j]), float(examples[j])) for j in np.flatnonzero(counts)}
+
+
+def describe_extremes(found: dict[str, tuple[int, float]]) -> str:
+    return "; ".join(f"{name}: {n} value(s), e.g. {v:.3g}" for name, (n, v) in found.items())
+
+
 def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
          bad_targets: Callable[[np.ndarray], tuple[np.ndarray, str] | None] | None = None) -> Standardization:
     """One streaming pass over every split: refuse non-finite values and
@@ -160,6 +229,8 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
     and compute the standardisation from the training split only (Chan's
     pairwise mean/variance update in float64, so large datasets stay exact)."""
     count, mean, m2 = 0, None, None
+    names = reader.info.feature_names if reader.key == "inputs" else ("image",)
+    extremes = ExtremeValues(names)
     for split in SPLITS:
         for block in splits[split]:
             x, true, ref = arrays = reader.read(block)
@@ -171,6 +242,7 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
                                 f"{block.start + int(np.flatnonzero(bad)[0])} {why}")
             if split != "train":
                 continue
+            extremes.update(x)
             xb = x.astype(np.float64)
             nb, mb = len(xb), xb.mean(axis=0)
             m2b = ((xb - mb) ** 2).sum(axis=0)
@@ -183,7 +255,11 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
                 count = total
     assert mean is not None and m2 is not None  # split_blocks refuses an empty training split
     std = np.sqrt(m2 / count)
-    names = reader.info.feature_names if reader.key == "inputs" else ("image",)
+    found = extremes.found()
+    if found:
+        log.warning("extreme input values in the training split, far outside each feature's bulk (%s); they "
+                    "dominate the standardisation of those features: check the dataset with "
+                    "data/validate_dataset.py --values", describe_extremes(found))
     # A feature that never varies (e.g. an always zero-suppressed tower) must
     # not divide by zero; it then passes through centred, and carries no information.
     constant = std <= 1e-12

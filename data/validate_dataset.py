@@ -1,7 +1,8 @@
 """Check HDF5 files against the hepprune schema: ``python data/validate_dataset.py GLOB [--values]``.
 
 Prints a one-screen summary on success; a one-line error and exit 2 otherwise.
-``--values`` also reads every event once to refuse NaN or Inf.
+``--values`` also reads every event once to refuse NaN or Inf, and reports
+finite values absurdly far outside each feature's bulk (name and count).
 """
 
 if __package__ in (None, ""):  # `python data/validate_dataset.py`: the working directory, not this folder, on sys.path
@@ -21,14 +22,23 @@ from hepprune.data.schema import open_dataset
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="validate_dataset.py", description=__doc__.splitlines()[0])
     p.add_argument("pattern", help="HDF5 file or glob of shards (quote it)")
-    p.add_argument("--values", action="store_true", help="also check every value is finite")
+    p.add_argument("--values", action="store_true", help="also check every value is finite, and report extreme values")
     args = p.parse_args(argv)
     info = open_dataset(args.pattern)
+    found: dict[str, tuple[int, float]] = {}
     if args.values:
         with loader.Reader(info) as reader:
+            names = info.feature_names if reader.key == "inputs" else ("image",)
+            extremes = loader.ExtremeValues(names)
             for block in loader.all_blocks(info):
-                loader.check_finite(reader, block, reader.read(block))
+                arrays = reader.read(block)
+                loader.check_finite(reader, block, arrays)
+                extremes.update(arrays[0])
+            found = extremes.found()
     print(f"ok: {len(info.shards)} shard(s), {info.n_events} events")
+    for name, (n, example) in found.items():
+        print(f"warning: feature {name}: {n} extreme value(s) far outside its bulk (e.g. {example:.3g}); "
+              "they would dominate its standardisation")
     print(f"inputs: {len(info.feature_names)} features ({', '.join(info.feature_names[:6])}"
           f"{', ...' if len(info.feature_names) > 6 else ''})")
     print(f"image: {info.image_shape or 'none'}")

@@ -293,3 +293,29 @@ def test_validate_dataset_cli_reports_the_dataset_and_with_values_finds_a_nan(tm
     assert run_cli("data/validate_dataset.py", bad, check_ok=True).stdout.startswith("ok: 1 shard(s), 500 events")
     # ...and --values reads the values and finds the NaN.
     assert_one_line_error(run_cli("data/validate_dataset.py", bad, "--values"), "NaN or Inf in 'inputs' at event 123")
+
+
+def test_extreme_values_are_reported_by_name_and_count_and_warned_about_in_training(tmp_path, run_cli, caplog):
+    """A 1e30 in three events of one feature (finite, so no NaN check sees it) is absurdly far outside
+    the feature's bulk: validate_dataset.py --values names it with its count, and the training
+    scan warns. Heavy tails (an exponential spectrum), zero-suppressed and constant features are
+    physics, not flagged."""
+    rng = np.random.default_rng(4)
+    n = 30000
+    x = np.stack([rng.normal(size=n), rng.exponential(20.0, size=n),
+                  np.where(rng.uniform(size=n) < 0.97, 0.0, rng.exponential(5.0, size=n)),
+                  np.full(n, 3.0), rng.normal(size=n)], axis=1).astype(np.float32)
+    x[[5, 12000, 29000], 4] = 1e30
+    names = ["gauss", "spectrum", "sparse_tower", "constant", "broken"]
+    path = make_shard(tmp_path / "x.h5", n=n, inputs=x, feature_names=names)
+    out = run_cli("data/validate_dataset.py", path, "--values", check_ok=True).stdout
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: feature broken: 3 extreme value(s) far outside its bulk (e.g. 1e+30); they "
+                        "would dominate its standardisation"], out
+    info = open_dataset(path)
+    with loader.Reader(info) as reader, caplog.at_level("WARNING"):
+        loader.scan(reader, loader.split_blocks(info, 0.1, 0.1), DataConfig())
+    assert "extreme input values in the training split" in caplog.text
+    assert "(broken: 2 value(s), e.g. 1e+30)" in caplog.text  # the third is in the val/test split
+    clean = make_shard(tmp_path / "clean.h5", n=n, inputs=np.delete(x, 4, axis=1), feature_names=names[:4])
+    assert "warning" not in run_cli("data/validate_dataset.py", clean, "--values", check_ok=True).stdout

@@ -64,7 +64,7 @@ def test_the_jets_config_runs_on_the_shared_sample_end_to_end(tmp_path, run_cli)
     run_cli("ptq/trainModel.py", "--config", config, "--run-dir", run, "--data", tmp_path / "ttbar/shard_*.h5",
             check_ok=True)
     run_cli("prune/train_model_prune.py", "--config", config, "--run-dir", run, check_ok=True)
-    proc = run_cli("prune/analyze_prune.py", "--config", config, "--run-dir", run, check_ok=True)
+    run_cli("prune/analyze_prune.py", "--config", config, "--run-dir", run, check_ok=True)
     summary = json.loads((run / "analysis/summary.json").read_text())
     assert [m["name"] for m in summary["models"]] == ["baseline", "prune_0.30", "prune_0.50"]
     assert summary["samples"] == 72 and len(summary["bins"]) >= 3  # at least two bins of 20 jets

@@ -241,7 +241,7 @@ def select_matched_jets(events: ak.Array, *, entry_start: int = 0, file_index: i
     return rows if keep.all() else rows.take(keep)
 
 
-def _drop_nonfinite(rows: JetRows) -> tuple[JetRows, int]:
+def drop_nonfinite(rows: JetRows) -> tuple[JetRows, int]:
     """Drop rows with NaN/Inf: one bad jet must not poison a training run's statistics."""
     ok = np.isfinite(rows.inputs).all(axis=1) & np.isfinite(rows.target) & np.isfinite(rows.reference)
     return (rows, 0) if ok.all() else (rows.take(ok), int((~ok).sum()))
@@ -249,11 +249,14 @@ def _drop_nonfinite(rows: JetRows) -> tuple[JetRows, int]:
 
 # ----------------------------------------------------------------------------- sharding
 
-class _ShardWriter:
+class ShardWriter:
     """Buffers rows and writes ``DIR/shard_NNNNN.h5`` every ``rows_per_shard`` rows."""
 
-    def __init__(self, out_dir: Path, rows_per_shard: int, parameters: dict) -> None:
+    def __init__(self, out_dir: Path, rows_per_shard: int, parameters: dict, *,
+                 feature_names: Sequence[str] = FEATURE_NAMES, target_name: str = TARGET_NAME,
+                 reference_name: str = REFERENCE_NAME, source: str = SOURCE) -> None:
         self.out_dir, self.rows_per_shard, self.parameters = out_dir, rows_per_shard, parameters
+        self.names = (list(feature_names), target_name, reference_name, source)  # another converter's schema
         self.pending: list[JetRows] = []
         self.n_pending = 0
         self.written: list[Path] = []
@@ -276,16 +279,16 @@ class _ShardWriter:
 
     def _write(self, rows: JetRows) -> None:
         path = self.out_dir / SHARD_PATTERN.format(len(self.written))
+        features, target, reference, source = self.names
         write_shard(path, inputs=rows.inputs, target=rows.target, reference=rows.reference,
-                    feature_names=list(FEATURE_NAMES), target_name=TARGET_NAME,
-                    reference_name=REFERENCE_NAME, target_unit="GeV", source=SOURCE,
-                    parameters=self.parameters, aux=rows.aux)
+                    feature_names=features, target_name=target, reference_name=reference, target_unit="GeV",
+                    source=source, parameters=self.parameters, aux=rows.aux)
         log.debug("wrote %s (%d jets)", path, len(rows))
         self.written.append(path)
         self.n_written += len(rows)
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     """Refuse a directory holding shards: a glob over it would mix old and new ones."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} exists and is not a directory")
@@ -304,7 +307,7 @@ def _check_out_dir(out_dir: Path) -> None:
 # ----------------------------------------------------------------------------- conversion
 
 @contextlib.contextmanager
-def _opened_tree(path: str, tree_name: str) -> Iterator[Any]:
+def opened_tree(path: str, tree_name: str) -> Iterator[Any]:
     """:func:`open_tree`, closing the file afterwards (thousands of inputs, one handle)."""
     tree = open_tree(path, tree_name)
     try:
@@ -313,7 +316,7 @@ def _opened_tree(path: str, tree_name: str) -> Iterator[Any]:
         tree.file.close()
 
 
-def _iterate(tree: Any, path: str, step_size: int | str) -> Iterator[tuple[int, ak.Array]]:
+def iterate(tree: Any, path: str, step_size: int | str) -> Iterator[tuple[int, ak.Array]]:
     """(first entry, events) per step; read errors mid-file become DataErrors."""
     try:
         for events, report in tree.iterate(list(BRANCHES), step_size=step_size, library="ak",
@@ -340,10 +343,10 @@ def convert(
     if events_per_shard < 1:
         raise DataError(f"events_per_shard must be >= 1, got {events_per_shard}")
     out = Path(out_dir)
-    _check_out_dir(out)  # before any input is read: a wrong --out costs nothing
+    check_out_dir(out)  # before any input is read: a wrong --out costs nothing
     files = resolve_inputs(inputs)
     for path in files:
-        with _opened_tree(path, tree) as t:
+        with opened_tree(path, tree) as t:
             check_branches(t, path)
 
     parameters = {
@@ -360,13 +363,13 @@ def convert(
                 "file": "index into parameters.inputs"},
         "events_per_shard": events_per_shard,
     }
-    writer = _ShardWriter(out, events_per_shard, parameters)
+    writer = ShardWriter(out, events_per_shard, parameters)
     n_events = n_dropped = 0
     for file_index, path in enumerate(files):
         n_before = writer.n_written + writer.n_pending
-        with _opened_tree(path, tree) as t:
-            for entry_start, events in _iterate(t, path, step_size):
-                rows, dropped = _drop_nonfinite(select_matched_jets(
+        with opened_tree(path, tree) as t:
+            for entry_start, events in iterate(t, path, step_size):
+                rows, dropped = drop_nonfinite(select_matched_jets(
                     events, entry_start=entry_start, file_index=file_index,
                     min_genjet_pt=min_genjet_pt))
                 writer.add(rows)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+import uproot
 
 from hepprune.core.cli import run
 from hepprune.core.errors import DataError
@@ -164,7 +165,7 @@ def _iterate(tree, path: str, step_size: int | str):
     try:
         for events, report in tree.iterate(list(FIELDS), step_size=step_size, library="ak", report=True):
             yield report.tree_entry_start, events
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, uproot.deserialization.DeserializationError) as exc:
         raise DataError(f"{path}: cannot read '{tree.name}' ({str(exc).strip().splitlines()[0]})") from None
 
 

@@ -189,7 +189,9 @@ class ExtremeValues:
         bulk = np.concatenate(self.sample)
         q_low, q_high = np.quantile(bulk, BULK_QUANTILES, axis=0)
         width = np.maximum(q_high - q_low, np.maximum(np.abs(q_low), np.abs(q_high)))
-        width = np.where(width > 0, width, 1.0)
+        # A feature whose bulk is one value (a zero-suppressed tower): its largest magnitude is its scale.
+        largest = np.abs(bulk).max(axis=0)
+        width = np.where(width > 0, width, np.where(largest > 0, largest, 1.0))
         self.low, self.high = q_low - EXTREME_FACTOR * width, q_high + EXTREME_FACTOR * width
         self.counts = np.zeros(bulk.shape[1], np.int64)
         self.examples = np.zeros(bulk.shape[1])

@@ -80,7 +80,10 @@ def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally,
             return {"LUT": da.lut_estimate(m)["total"], "DSP": 0, "source": "estimate", "precision": m.label}
 
         def cost_of(name: str, bits: int | None) -> dict[str, Any]:
-            return search.synthesised(run_dir, name) or estimate(name, bits, None if bits else width)
+            """Yosys's figures where the RTL stage built this model at the types it is costed at, else the estimate."""
+            built = search.synthesised(run_dir, name)
+            label = "trained" if bits else f"ap_fixed<{width},I>"
+            return built if built and built.get("precision") == label else estimate(name, bits, None if bits else width)
 
         def train(pairs: list[Pair]) -> None:
             trainer(prune_cfg, run_dir, pairs)
@@ -106,10 +109,15 @@ def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally,
 
 def print_summary(result: search.Frontier, out: Path) -> None:
     print(f"\n{'candidate':<18}{'sparsity':>9}{'resolution shift':>20}{'response shift':>20}{'cost':>9}  verdict")
+    def pm(value: float | None, err: float | None, scale: float, digits: int, unit: str = "") -> str:
+        if value is None:
+            return "-"
+        return f"{scale * value:+.{digits}f}" + (f" ± {scale * err:.{digits}f}" if err is not None else "") + unit
+
     for c in result.candidates:
         ph = c.physics
-        res = f"{100 * ph['resolution_shift']:+.1f} ± {100 * ph['resolution_shift_err']:.1f} %"
-        resp = f"{ph['response_shift']:+.4f} ± {ph['response_shift_err']:.4f}"
+        res = pm(ph["resolution_shift"], ph["resolution_shift_err"], 100, 1, " %")
+        resp = pm(ph["response_shift"], ph["response_shift_err"], 1, 4)
         print(f"{c.name:<18}{c.sparsity:>9.3f}{res:>20}{resp:>20}{c.cost['total']:>9.0f}  "
               + ("accepted" if c.accepted else f"refused ({len(c.beyond)} beyond)"))
     ref = result.reference

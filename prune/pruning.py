@@ -367,7 +367,10 @@ def _prune(cfg: Config, run_dir: Path, target: float, bits: int | None, stage: l
             fit.save_model_h5(model, stage.path / WRAPPED_MODEL_FILE)
     h5 = fit.save_model_h5(export, stage.path / MODEL_FILE)
     evaluation = task.evaluation(test, reference)
-    log_hparams(cfg, run_dir, stage.path, target, bits, schedule, test, achieved, firmware_cost(export, cfg.hls))
+    try:  # optional monitoring: never lose a finished training to it
+        log_hparams(cfg, run_dir, stage.path, target, bits, schedule, test, achieved, firmware_cost(export, cfg.hls))
+    except Exception as exc:  # any failure of TensorBoard's writer is only a warning
+        log.warning("%s: the HParams summary was not written (%s)", stage.path.name, exc)
     metrics = stage.finish(PruneResult(
         stage=stage.path.name, target_sparsity=target, achieved_sparsity=achieved, layers=per_layer,
         granularity=cfg.prune.granularity, schedule=schedule.to_dict() if schedule else {},

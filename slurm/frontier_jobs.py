@@ -40,7 +40,9 @@ POLL_SECONDS = 2.0
 def _running(job_id: str) -> bool:
     """Whether the job (an array: any of its tasks) is still pending or running."""
     proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-    return proc.returncode == 0 and bool(proc.stdout.strip())
+    if proc.returncode != 0:  # a busy controller is not a finished job; an unknown id is
+        return "Invalid job id" not in proc.stderr
+    return bool(proc.stdout.strip())
 
 
 def _wait(job_id: str) -> None:

@@ -103,7 +103,7 @@ def _script(cfg: Config, paths: Paths, name: str, stage: SlurmStage, array: int,
 def render_candidates(cfg: Config, paths: Paths, pairs: list[tuple[float, int | None]]) -> str:
     """One frontier round's candidates as a pruning job array (slurm.prune resources)."""
     return _script(cfg, paths, "prune", cfg.slurm.prune, len(pairs),
-                   _prune_array(paths, pairs, any(b is not None for _, b in pairs)))
+                   _prune_array(paths, pairs, True))  # always --bits: a float task must not train qat.bits too
 
 
 def render(cfg: Config, paths: Paths) -> dict[str, str]:

@@ -37,7 +37,7 @@ log = logging.getLogger("hepprune.submit")
 PROJECT = Path(__file__).resolve().parents[1]
 DEPENDS_ON = {"prune": ["pretrain"], "analyze": ["prune"], "scan": ["prune"], "synth": ["analyze"],
               "rtl": ["scan", "analyze"],  # rtl needs the scan's width, and re-runs the analysis at its end
-              "frontier": ["pretrain"]}
+              "frontier": ["prune", "scan"]}  # its candidates may be the sweep's; its cost uses the scan's width
 # slurm.<key> of a stage's resources
 JOB_KEYS = {"synth": "synth_job", "rtl": "rtl_job", "frontier": "frontier_job"}
 RUN_SECTIONS = ("data", "model", "train")  # what the baseline fixes for every later stage

@@ -167,7 +167,7 @@ def beyond_tolerance(shift: float | None, err: float | None, tolerance: float, s
     """Whether a shift exceeds its tolerance by more than ``sigmas`` standard
     errors (no error: by anything). ``two_sided``: either sign counts (the
     response); otherwise only a growth (a narrower resolution is no failure)."""
-    if shift is None:
-        return True  # not comparable: a dead model
+    if shift is None or not np.isfinite(shift):
+        return True  # not comparable (a baseline whose q68 is 0, a NaN): never accepted
     excess = (abs(shift) if two_sided else shift) - tolerance
-    return excess > sigmas * (err or 0.0)
+    return excess > sigmas * (err if err is not None and np.isfinite(err) else 0.0)

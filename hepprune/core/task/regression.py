@@ -366,7 +366,7 @@ def verdict_lines(models: list[dict[str, Any]]) -> list[str]:
     lines = []
     for m in judged:
         v = m["physics"]
-        lines.append(f"- {m['name']}: " + ("within tolerance overall and in every bin" if v["ok"]
+        lines.append(f"- {m['name']}: " + ("within tolerance (at 2σ) overall and in every bin" if v["ok"]
                                            else "**beyond** tolerance: " + "; ".join(v["beyond"])))
     return [*lines, ""] if lines else []
 

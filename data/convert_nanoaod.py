@@ -316,10 +316,11 @@ def opened_tree(path: str, tree_name: str) -> Iterator[Any]:
         tree.file.close()
 
 
-def iterate(tree: Any, path: str, step_size: int | str) -> Iterator[tuple[int, ak.Array]]:
-    """(first entry, events) per step; read errors mid-file become DataErrors."""
+def iterate(tree: Any, path: str, step_size: int | str,
+            fields: Sequence[str] = BRANCHES) -> Iterator[tuple[int, ak.Array]]:
+    """(first entry, events) per step of ``fields``; read errors mid-file become DataErrors."""
     try:
-        for events, report in tree.iterate(list(BRANCHES), step_size=step_size, library="ak",
+        for events, report in tree.iterate(list(fields), step_size=step_size, library="ak",
                                            report=True):
             yield report.tree_entry_start, events
     except (OSError, ValueError, uproot.deserialization.DeserializationError) as exc:
@@ -377,14 +378,20 @@ def convert(
                 n_dropped += dropped
         log.info("%s: %d matched jets", path, writer.n_written + writer.n_pending - n_before)
 
+    return finish(writer, n_events, n_dropped, f"of {len(files)} file(s) passes the selection ({SELECTION}, "
+                                                f"min_genjet_pt={min_genjet_pt})")
+
+
+def finish(writer: ShardWriter, n_events: int, n_dropped: int, no_jet: str) -> ConversionResult:
+    """Write the last shard and report; a conversion that selected nothing is an error ("no jet
+    in N events ``no_jet``") that leaves nothing written."""
     if writer.n_written + writer.n_pending == 0:
-        raise DataError(f"no jet in {n_events} events of {len(files)} file(s) passes the selection "
-                        f"({SELECTION}, min_genjet_pt={min_genjet_pt}); nothing written")
+        raise DataError(f"no jet in {n_events} events {no_jet}; nothing written")
     writer.close()
     if n_dropped:
         log.warning("dropped %d matched jets with NaN/Inf inputs or target", n_dropped)
     log.info("wrote %d jets from %d events in %d shard(s) to %s",
-             writer.n_written, n_events, len(writer.written), out / "shard_*.h5")
+             writer.n_written, n_events, len(writer.written), writer.out_dir / "shard_*.h5")
     return ConversionResult(shards=tuple(writer.written), n_jets=writer.n_written,
                             n_events=n_events, n_dropped_nonfinite=n_dropped)
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
-import uproot
 
 from hepprune.core.cli import run
 from hepprune.core.errors import DataError
@@ -142,31 +141,13 @@ def convert(inputs: Sequence[str], out_dir: str | os.PathLike, *,
     n_events = n_dropped = 0
     for file_index, path in enumerate(files):
         with nano.opened_tree(path, tree) as t:
-            for entry_start, events in _iterate(t, path, step_size):
+            for entry_start, events in nano.iterate(t, path, step_size, FIELDS):
                 rows, dropped = nano.drop_nonfinite(select_matched_jets(events, entry_start=entry_start,
                                                                         file_index=file_index))
                 writer.add(rows)
                 n_events += len(events)
                 n_dropped += dropped
-    if writer.n_written + writer.n_pending == 0:
-        raise DataError(f"no jet in {n_events} events of {len(files)} file(s) is matched to a truth jet "
-                        f"({SELECTION}); nothing written")
-    writer.close()
-    if n_dropped:
-        log.warning("dropped %d matched jets with NaN/Inf inputs or target", n_dropped)
-    log.info("wrote %d jets from %d events in %d shard(s) to %s", writer.n_written, n_events,
-             len(writer.written), out / "shard_*.h5")
-    return ConversionResult(shards=tuple(writer.written), n_jets=writer.n_written, n_events=n_events,
-                            n_dropped_nonfinite=n_dropped)
-
-
-def _iterate(tree, path: str, step_size: int | str):
-    """(first entry, events) per step of FIELDS; read errors become DataErrors."""
-    try:
-        for events, report in tree.iterate(list(FIELDS), step_size=step_size, library="ak", report=True):
-            yield report.tree_entry_start, events
-    except (OSError, ValueError, uproot.deserialization.DeserializationError) as exc:
-        raise DataError(f"{path}: cannot read '{tree.name}' ({str(exc).strip().splitlines()[0]})") from None
+    return nano.finish(writer, n_events, n_dropped, f"of {len(files)} file(s) is matched to a truth jet ({SELECTION})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

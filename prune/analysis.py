@@ -134,23 +134,32 @@ def load_and_describe(name: str, stage: Path, cfg: Config) -> tuple[Any, ModelRo
     return model, row
 
 
+def _begin(task: Any, prepared: Any, samples: int | None) -> tuple[HeldOutEvents, Analysis]:
+    """The held-out events (re-read a chunk at a time on every pass: ``--samples all``
+    never holds the split's inputs) and the task's analysis of their true values."""
+    chunks = HeldOutEvents(prepared, samples)
+    info = prepared.reader.info
+    true = np.concatenate([t for _, t, _ in chunks])
+    ref = np.concatenate([r for _, _, r in chunks])
+    return chunks, task.begin_analysis(true, ref, {"target_name": info.target_name,
+                                                   "target_unit": info.target_unit, "class_names": info.class_names})
+
+
+def _outputs(model: Any, chunks: HeldOutEvents, std: loader.Standardization) -> np.ndarray:
+    return np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
+
+
 def physics(cfg: Config, run_dir: Path, names: list[str], *, samples: int | None = None) -> dict[str, dict[str, Any]]:
     """The baseline's and each named model's task metrics on the held-out test
     events, with the paired shifts and verdict against the baseline; no
     export, no sizes: what the frontier search judges a candidate by."""
     task = task_of(cfg)
     with prepare_data(cfg, run_dir / BASELINE) as prepared:
-        chunks = HeldOutEvents(prepared, samples)
-        std, info = prepared.standardization, prepared.reader.info
-        true = np.concatenate([t for _, t, _ in chunks])
-        ref = np.concatenate([r for _, _, r in chunks])
-        analysis = task.begin_analysis(true, ref, {"target_name": info.target_name, "target_unit": info.target_unit,
-                                                   "class_names": info.class_names})
+        chunks, analysis = _begin(task, prepared, samples)
         for name in dict.fromkeys([BASELINE, *names]):
             model = load_model(run_dir / name / MODEL_FILE, cfg.model)
-            outputs = np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
             row = ModelRow(name=name, sparsity=0.0, size=Size(0, 0, 0, 0))
-            row.metrics = task.model_metrics(analysis, name, outputs)
+            row.metrics = task.model_metrics(analysis, name, _outputs(model, chunks, prepared.standardization))
             analysis.rows.append(row)
     task.compare(analysis, BASELINE)
     return {r.name: r.metrics for r in analysis.rows}
@@ -163,20 +172,13 @@ def analyse(cfg: Config, run_dir: Path, *, samples: int | None, names: list[str]
     models = finished_models(run_dir, names)
     task = task_of(cfg)
     with prepare_data(cfg, run_dir / BASELINE) as prepared:
-        # Events are read a chunk at a time on every pass (``--samples all`` never holds the
-        # split's inputs); the per-event outputs (true, reference, predictions) are small.
-        chunks = HeldOutEvents(prepared, samples)
-        std, info = prepared.standardization, prepared.reader.info
-        true = np.concatenate([t for _, t, _ in chunks])
-        ref = np.concatenate([r for _, _, r in chunks])
-        analysis = task.begin_analysis(true, ref, {"target_name": info.target_name, "target_unit": info.target_unit,
-                                                   "class_names": info.class_names})
-        log.info("comparing %d model(s) on %d held-out test events", len(models), len(true))
+        chunks, analysis = _begin(task, prepared, samples)  # the per-event outputs kept are small
+        std = prepared.standardization
+        log.info("comparing %d model(s) on %d held-out test events", len(models), len(analysis.true))
         for name, stage in models:
             t0 = time.time()
             model, row = load_and_describe(name, stage, cfg)
-            outputs = np.concatenate([predict(model, std.apply(x.copy())) for x, _, _ in chunks])
-            row.metrics = task.model_metrics(analysis, name, outputs)
+            row.metrics = task.model_metrics(analysis, name, _outputs(model, chunks, std))
             if cfg.hls.simulate:
                 export = export_and_simulate(model, std, chunks.inputs(), cfg, run_dir / HLS / name, synth_tool)
                 _with_cost(row, export.cost)

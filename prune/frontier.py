@@ -26,24 +26,32 @@ from hepprune.core import artifacts, lifecycle
 from hepprune.core import config as config_mod
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.config import Config
-from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, resolve_config
+from hepprune.core.errors import RunError
+from hepprune.core.runs import BASELINE, MODEL_FILE, config_text, prune_stage, resolve_config
 from hepprune.core.task import task_of
 from hepprune.prune import plan, search
-from hepprune.prune.search import Pair
+from hepprune.prune.search import Failures, Pair
 
 log = logging.getLogger("hepprune.frontier")
 
 
-Trainer = Callable[[Config, Path, list[Pair]], None]  # trains one round's candidates
+Trainer = Callable[[Config, Path, list[Pair]], Failures]  # trains one round's candidates, returns the failed ones
 
 
-def train_locally(cfg: Config, run_dir: Path, pairs: list[Pair]) -> None:
-    """One candidate after the other, in this process."""
+def train_locally(cfg: Config, run_dir: Path, pairs: list[Pair]) -> Failures:
+    """One candidate after the other, in this process. A training that does
+    not finish (RunError: diverged, missed its sparsity) fails only its own
+    candidate; a bad config or a crash still stops the search."""
     from hepprune.prune import pruning  # noqa: PLC0415 - deferred: TensorFlow
 
     pruning.check_sweep(cfg, run_dir, pairs)
+    failures: Failures = {}
     for t, b in pairs:
-        pruning.prune_target(cfg, run_dir, t, b)
+        try:
+            pruning.prune_target(cfg, run_dir, t, b)
+        except RunError as exc:
+            failures[prune_stage(t, b)] = str(exc)
+    return failures
 
 
 def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally, prog: str = "frontier.py") -> int:
@@ -85,8 +93,8 @@ def main(argv: Sequence[str] | None = None, *, trainer: Trainer = train_locally,
             label = "trained" if bits else f"ap_fixed<{width},I>"
             return built if built and built.get("precision") == label else estimate(name, bits, None if bits else width)
 
-        def train(pairs: list[Pair]) -> None:
-            trainer(prune_cfg, run_dir, pairs)
+        def train(pairs: list[Pair]) -> Failures:
+            return trainer(prune_cfg, run_dir, pairs)
 
         f = analysis_cfg.frontier
         reference = search.with_total(estimate(BASELINE, None, f.reference_width), f.dsp_luts)
@@ -115,6 +123,9 @@ def print_summary(result: search.Frontier, out: Path) -> None:
         return f"{scale * value:+.{digits}f}" + (f" ± {scale * err:.{digits}f}" if err is not None else "") + unit
 
     for c in result.candidates:
+        if c.failed:
+            print(f"{c.name:<18}{'-':>9}{'-':>20}{'-':>20}{'-':>9}  refused (training did not finish)")
+            continue
         ph = c.physics
         res = pm(ph["resolution_shift"], ph["resolution_shift_err"], 100, 1, " %")
         resp = pm(ph["response_shift"], ph["response_shift_err"], 1, 4)

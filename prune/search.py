@@ -41,6 +41,7 @@ FRONTIER = "frontier"
 RANGE_EVENTS = 20000  # test events the float candidates' fixed-point ranges are taken from
 
 Pair = tuple[float, int | None]  # (target sparsity, bit setting: None = float)
+Failures = dict[str, str]  # candidate name -> why its training did not finish
 
 
 @dataclass
@@ -50,11 +51,12 @@ class Candidate:
     name: str
     target: float
     bits: int | None
-    sparsity: float
+    sparsity: float | None  # achieved (None: its training did not finish)
     accepted: bool
     beyond: list[str]  # the shifts beyond tolerance, readable
     physics: dict[str, Any]  # response, resolution, shifts and errors, overall and per bin
     cost: dict[str, Any]  # LUT, DSP, total, source, width
+    failed: str | None = None  # why its training did not finish (then refused, with no physics or cost)
 
 
 @dataclass
@@ -156,13 +158,21 @@ def judge(name: str, target: float, bits: int | None, metrics: dict[str, Any], a
                      {**{k: metrics.get(k) for k in keys}, "binned": bins}, cost)
 
 
-def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], None],
+def failed(name: str, target: float, bits: int | None, reason: str) -> Candidate:
+    """A candidate whose training did not finish (diverged, missed its
+    sparsity, its array task died): refused, so the bisection goes below it."""
+    return Candidate(name, target, bits, None, False, [f"training did not finish: {reason}"], {}, {},
+                     failed=reason)
+
+
+def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], Failures],
                evaluate: Callable[[str], dict[str, Any]], cost_of: Callable[[str, int | None], dict[str, Any]],
                reference_cost: dict[str, Any]) -> Frontier:
     """The adaptive search. Each round trains the next target of every bit
     setting still open (``train``: locally one after the other, or a SLURM
-    array), then judges them (``evaluate``: a model's metrics with its paired
-    verdict; ``cost_of``: its cost). Rounds repeat until every bisection ends."""
+    array; it returns the candidates that failed), then judges them
+    (``evaluate``: a model's metrics with its paired verdict; ``cost_of``: its
+    cost). A failed candidate is refused. Rounds repeat until every bisection ends."""
     targets = grid(cfg)
     seed = sensitivity_seed(cfg, run_dir, targets)
     log.info("frontier: targets %s per bit setting (%s); first probe %s", ", ".join(f"{t:g}" for t in targets),
@@ -178,9 +188,14 @@ def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], None
         if not pairs:
             break
         log.info("frontier round: %s", ", ".join(prune_stage(t, b) for t, b in pairs))
-        train(pairs)
+        failures = train(pairs)
         for t, b in pairs:
             name = prune_stage(t, b)
+            if name in failures:
+                tried[b][t] = False
+                result.candidates.append(failed(name, t, b, failures[name]))
+                log.warning("%s: refused, its training did not finish: %s", name, failures[name])
+                continue
             metrics = evaluate(name)
             achieved = float(artifacts.read_json(run_dir / name / artifacts.METRICS_FILE)["achieved_sparsity"])
             cand = judge(name, t, b, metrics, achieved, with_total(cost_of(name, b), cfg.frontier.dsp_luts))
@@ -191,7 +206,7 @@ def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], None
                      cand.cost["total"], cand.cost["source"])
     accepted = [c for c in result.candidates if c.accepted]
     if accepted:
-        best = min(accepted, key=lambda c: (c.cost["total"], -c.sparsity))
+        best = min(accepted, key=lambda c: (c.cost["total"], -(c.sparsity or 0)))
         result.chosen = best.name
         if reference_cost["total"]:
             result.chosen_cost_fraction = best.cost["total"] / reference_cost["total"]
@@ -205,7 +220,7 @@ def pareto_plot(result: Frontier, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for k, label in enumerate(result.settings):
-        group = [c for c in result.candidates if setting_label(c.bits) == label]
+        group = [c for c in result.candidates if setting_label(c.bits) == label and not c.failed]
         if not group:
             continue
         for ok, marker in ((True, "o"), (False, "x")):

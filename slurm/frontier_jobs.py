@@ -25,10 +25,9 @@ from pathlib import Path
 from hepprune.core import artifacts
 from hepprune.core.cli import run
 from hepprune.core.config import Config
-from hepprune.core.errors import RunError
 from hepprune.core.runs import SLURM, config_text, prune_stage
 from hepprune.prune import frontier
-from hepprune.prune.search import FRONTIER, Pair
+from hepprune.prune.search import FRONTIER, Failures, Pair
 from hepprune.slurm.scripts import Paths, render_candidates
 from hepprune.slurm.submit import PROJECT, _submit, sbatch_command
 
@@ -50,15 +49,16 @@ def _wait(job_id: str) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def train_on_slurm(cfg: Config, run_dir: Path, pairs: list[Pair]) -> None:
-    """Train a round's unfinished candidates as one job array and wait for it."""
+def train_on_slurm(cfg: Config, run_dir: Path, pairs: list[Pair]) -> Failures:
+    """Train a round's unfinished candidates as one job array and wait for it;
+    a task that ends without finishing its stage fails only its candidate."""
     out = run_dir.absolute() / SLURM / FRONTIER  # beside the run's other jobs; the frontier stage is rewritten whole
     state = out / "round.json"
     if state.is_file():  # a requeued search: its last array may still be running
         _wait(artifacts.read_json(state)["job"])
     pending = [(t, b) for t, b in pairs if not artifacts.is_complete(run_dir / prune_stage(t, b))]
     if not pending:
-        return
+        return {}
     paths = Paths(project=PROJECT, run_dir=run_dir.absolute(), config=out / "config.yaml")
     paths.logs.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(paths.config, config_text(cfg))
@@ -69,10 +69,8 @@ def train_on_slurm(cfg: Config, run_dir: Path, pairs: list[Pair]) -> None:
     artifacts.write_json(state, {"job": job, "candidates": names})
     log.info("frontier: candidates %s as job array %s", ", ".join(names), job)
     _wait(job)
-    failed = [n for n in names if not artifacts.is_complete(run_dir / n)]
-    if failed:
-        raise RunError(f"job array {job} did not finish {', '.join(failed)}; see {paths.logs}/hepprune-prune-"
-                       f"{job}_*.out")
+    return {n: f"task {k} of job array {job} did not finish it; see {paths.logs}/hepprune-prune-{job}_{k}.out"
+            for k, n in enumerate(names) if not artifacts.is_complete(run_dir / n)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -84,3 +84,20 @@ def test_the_bisection_finds_the_last_accepted_target_in_few_probes():
                 assert next(iter(results)) == seed  # the sensitivity scan's guess goes first
             assert len(results) <= 5  # ceil(log2(10)) + the seed
             assert max((t for t, ok in results.items() if ok), default=None) == threshold
+
+
+def test_a_candidate_whose_training_does_not_finish_is_refused_and_the_search_goes_on(run, run_cli):
+    """An absurd learning rate diverges every new candidate (its loss is not
+    finite): each is refused with the reason, the bisection goes down from 0.8
+    to 0.6, and the search ends without a chosen model instead of a traceback."""
+    proc = run_cli("prune/frontier.py", "--config", run.parent / "config.yaml", "--run-dir", run,
+                   "--set", "frontier.bits=[0]", "--set", "frontier.min_sparsity=0.6",
+                   "--set", "frontier.max_sparsity=0.8", "--set", "frontier.step=0.2",
+                   "--set", "prune.learning_rate=1e30")
+    f = json.loads((run / "frontier/frontier.json").read_text())
+    assert [c["name"] for c in f["candidates"]] == ["prune_0.80", "prune_0.60"]
+    for c in f["candidates"]:
+        assert not c["accepted"] and "the training loss is nan" in c["failed"] and c["physics"] == {}
+        assert c["beyond"] == [f"training did not finish: {c['failed']}"]
+    assert f["chosen"] is None and proc.stdout.count("refused (training did not finish)") == 2
+    assert not (run / "prune_0.80/metrics.json").exists()  # left unfinished, so a rerun trains it again

@@ -332,3 +332,19 @@ def test_a_killed_frontier_search_waits_for_its_array_instead_of_submitting_it_a
     assert json.loads(state.read_text())["candidates"] == ["prune_0.70"]
     f = json.loads((run / "frontier/frontier.json").read_text())
     assert [c["name"] for c in f["candidates"]] == ["prune_0.50", "prune_0.70"] and f["chosen"] == "prune_0.70"
+
+
+def test_a_frontier_candidate_whose_array_task_fails_is_refused(slurm_cluster, run, run_cli):
+    """The one candidate (0.9) diverges in its array task: the search names the task's log
+    in the refusal and ends without a chosen model, as it would locally."""
+    proc = run_cli("slurm/frontier_jobs.py", "--config", run.parent / "config.yaml", "--run-dir", run,
+                   "--set", "frontier.bits=[0]", "--set", "frontier.min_sparsity=0.9",
+                   "--set", "frontier.max_sparsity=0.9", "--set", "prune.learning_rate=1e30",
+                   "--set", "slurm.prune.cpus=1", "--set", "slurm.prune.mem=1G", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    f = json.loads((run / "frontier/frontier.json").read_text())
+    job = json.loads((run / "slurm/frontier/round.json").read_text())["job"]
+    log = run / "slurm/logs" / f"hepprune-prune-{job}_0.out"
+    assert [c["name"] for c in f["candidates"]] == ["prune_0.90"] and f["chosen"] is None
+    assert f["candidates"][0]["failed"] == f"task 0 of job array {job} did not finish it; see {log}"
+    assert "training loss is nan" in log.read_text()

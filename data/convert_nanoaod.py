@@ -40,7 +40,7 @@ import uproot
 
 from hepprune.core.cli import ArgumentParser, run
 from hepprune.core.errors import DataError
-from hepprune.data.schema import write_shard
+from hepprune.data.schema import check_out_dir, write_shard
 
 log = logging.getLogger("data.convert_nanoaod")  # same name when run as a script
 
@@ -286,22 +286,6 @@ class ShardWriter:
         log.debug("wrote %s (%d jets)", path, len(rows))
         self.written.append(path)
         self.n_written += len(rows)
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse a directory holding shards: a glob over it would mix old and new ones."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out {out_dir} exists and is not a directory")
-    old = sorted(out_dir.glob("shard_*.h5")) if out_dir.is_dir() else []
-    if old:
-        raise DataError(f"--out {out_dir} already holds {len(old)} shard file(s) ({old[0].name} ...); "
-                        "remove them or choose an empty directory")
-    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise DataError(f"--out {out_dir} cannot be created: {existing} is a file, not a directory")
-    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-        raise DataError(f"--out {out_dir} is not writable ({existing or out_dir} cannot be written to); "
-                        "choose a directory you can write")
 
 
 # ----------------------------------------------------------------------------- conversion

@@ -34,6 +34,7 @@ from hepprune.core.cli import run
 from hepprune.core.errors import DataError
 from hepprune.data import convert_nanoaod as nano
 from hepprune.data.convert_nanoaod import ConversionResult, JetRows
+from hepprune.data.schema import check_out_dir
 
 log = logging.getLogger("data.convert_physlite")
 
@@ -124,7 +125,7 @@ def convert(inputs: Sequence[str], out_dir: str | os.PathLike, *,
     if events_per_shard < 1:
         raise DataError(f"events_per_shard must be >= 1, got {events_per_shard}")
     out = Path(out_dir)
-    nano.check_out_dir(out)
+    check_out_dir(out)
     files = nano.resolve_inputs(inputs)
     for path in files:
         with nano.opened_tree(path, tree) as t:

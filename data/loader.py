@@ -19,8 +19,10 @@ events are never read by training.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ import numpy as np
 from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
+from hepprune.data.layout import hepprune_layout
 from hepprune.data.schema import DatasetInfo
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ class Reader:
         self.info = info
         self.key = "image" if view == "image" else "inputs"
         self.input_shape = info.input_shape(view)
+        self.layout = info.layout or hepprune_layout(info.feature_names)
         self._files: dict[int, h5py.File] = {}
 
     def _file(self, shard: int) -> h5py.File:
@@ -101,6 +105,8 @@ class Reader:
 
     def read(self, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f = self._file(block.shard)
+        if self.key == "inputs":  # the layout: hepprune's schema or a file of your own, read in place
+            return self.layout.read(f, block.start, block.stop)
         sl = slice(block.start, block.stop)
         return (np.asarray(f[self.key][sl], dtype=np.float32),
                 np.asarray(f["target"][sl], dtype=np.float32),
@@ -224,6 +230,54 @@ def describe_extremes(found: dict[str, tuple[int, float]]) -> str:
     return "; ".join(f"{name}: {n} value(s), e.g. {v:.3g}" for name, (n, v) in found.items())
 
 
+SLOW_READ_MB_S = 500.0  # decoded MB/s below which reading, not training, is what an epoch waits for
+MEASURED_BYTES = 16 * 1024 * 1024  # the least read before a rate is worth a warning
+
+
+class ReadRate:
+    """How fast the loader decodes a dataset, measured over one full pass (the
+    statistics scan, which reads every event once anyway). Uncompressed or
+    lzf files in whole chunks decode at GB/s; gzip at ~200 MB/s, and a
+    training epoch then waits for its reads."""
+
+    def __init__(self) -> None:
+        self.bytes, self.seconds = 0, 0.0
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[list[np.ndarray]]:
+        arrays: list[np.ndarray] = []
+        t0 = time.perf_counter()
+        yield arrays
+        self.seconds += time.perf_counter() - t0
+        self.bytes += sum(a.nbytes for a in arrays)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / max(self.seconds, 1e-9) / 1e6
+
+    def warn_if_slow(self, info: DatasetInfo) -> None:
+        if self.bytes < MEASURED_BYTES or self.mb_per_s >= SLOW_READ_MB_S:
+            return
+        log.warning("slow layout: %s decodes at %.0f MB/s (%s), below the %.0f MB/s that keeps training fed; "
+                    "rewrite it once into the fast layout (streamed, bounded memory): python data/repack.py "
+                    "--config CONFIG --out DIR", info.shards[0].path + (" ..." if len(info.shards) > 1 else ""),
+                    self.mb_per_s, describe_storage(info), SLOW_READ_MB_S)
+
+
+def describe_storage(info: DatasetInfo) -> str:
+    """How the first shard stores what the loader reads: its filters and chunk sizes."""
+    layout = info.layout or hepprune_layout(info.feature_names)
+    parts = []
+    with h5py.File(info.shards[0].path, "r") as f:
+        for name in layout.datasets:
+            ds = f[name]
+            row = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+            chunks = f"chunks of {ds.chunks[0]} events ({ds.chunks[0] * row // 1024} KiB)" if ds.chunks \
+                else "contiguous"
+            parts.append(f"{name.lstrip('/')}: {ds.compression or 'uncompressed'}, {chunks}")
+    return "; ".join(parts[:4]) + (f"; +{len(parts) - 4} more datasets" if len(parts) > 4 else "")
+
+
 def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
          bad_targets: Callable[[np.ndarray], tuple[np.ndarray, str] | None] | None = None) -> Standardization:
     """One streaming pass over every split: refuse non-finite values and
@@ -233,9 +287,12 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
     count, mean, m2 = 0, None, None
     names = reader.info.feature_names if reader.key == "inputs" else ("image",)
     extremes = ExtremeValues(names)
+    rate = ReadRate()
     for split in SPLITS:
         for block in splits[split]:
-            x, true, ref = arrays = reader.read(block)
+            with rate.timing() as arrays:
+                arrays.extend(reader.read(block))
+            x, true, ref = arrays
             check_finite(reader, block, arrays)
             problem = bad_targets(true) if bad_targets is not None else None
             if problem is not None:
@@ -256,6 +313,7 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
                 m2 = m2 + m2b + delta ** 2 * count * nb / total
                 count = total
     assert mean is not None and m2 is not None  # split_blocks refuses an empty training split
+    rate.warn_if_slow(reader.info)
     std = np.sqrt(m2 / count)
     found = extremes.found()
     if found:

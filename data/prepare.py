@@ -115,7 +115,7 @@ def prepare_data(cfg: Config, stage_dir: Path | None = None) -> Prepared:
     """Validate the dataset, split it, and scan it once for values the task
     cannot use and for the standardisation (reused from ``stage_dir`` when a
     run already computed it)."""
-    info = open_dataset(cfg.data.path)
+    info = open_dataset(cfg.data.path, cfg.data.layout)
     task = task_of(cfg)
     task.check_dataset(info.class_names, info.shards[0].path)
     view = "image" if cfg.model.type == "cnn" else "flat"

@@ -40,19 +40,15 @@ import h5py
 import numpy as np
 
 from hepprune.core.artifacts import atomic_path
+from hepprune.core.config import LayoutConfig
 from hepprune.core.errors import DataError
+from hepprune.data.layout import CHUNK_BYTES, Layout, block_rows, chunk_rows, hepprune_layout, holdings, resolve
 
 SCHEMA_NAME = "hepprune-regression"
 SCHEMA_VERSION = 1
 REQUIRED_DATASETS = ("inputs", "target", "reference")
 REQUIRED_ATTRS = ("schema", "schema_version", "feature_names", "target_name",
                   "target_unit", "reference_name")
-CHUNK_BYTES = 2 * 1024 * 1024
-
-
-def chunk_rows(bytes_per_event: int, n_events: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Events per chunk so that a chunk of the widest dataset is ~``chunk_bytes``."""
-    return int(max(1, min(n_events, chunk_bytes // max(1, bytes_per_event))))
 
 
 def write_shard(
@@ -110,6 +106,22 @@ def write_shard(
     return path
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a directory holding shards: a glob over it would mix old and new ones."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} exists and is not a directory")
+    old = sorted(out_dir.glob("shard_*.h5")) if out_dir.is_dir() else []
+    if old:
+        raise DataError(f"--out {out_dir} already holds {len(old)} shard file(s) ({old[0].name} ...); "
+                        "remove them or choose an empty directory")
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(f"--out {out_dir} cannot be created: {existing} is a file, not a directory")
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out_dir} is not writable ({existing or out_dir} cannot be written to); "
+                        "choose a directory you can write")
+
+
 @dataclass(frozen=True)
 class Shard:
     path: str
@@ -129,6 +141,7 @@ class DatasetInfo:
     reference_name: str
     parameters: dict
     class_names: tuple[str, ...] = ()
+    layout: Layout | None = None  # how a block is read (None: hepprune's schema)
 
     @property
     def n_events(self) -> int:
@@ -181,7 +194,8 @@ def _inspect(path: str) -> tuple[Shard, dict]:
         missing_attrs = [a for a in REQUIRED_ATTRS if a not in f.attrs]
         if missing_attrs:
             raise DataError(f"{path}: missing file attribute(s) {', '.join(missing_attrs)} "
-                            f"(not a {SCHEMA_NAME} file?)")
+                            f"(not a {SCHEMA_NAME} file? it holds: {holdings(f)}; map your own layout with "
+                            "data.layout, README \"Your own HDF5 files\")")
         if _str(f.attrs["schema"]) != SCHEMA_NAME:
             raise DataError(f"{path}: schema attribute is '{_str(f.attrs['schema'])}', "
                             f"expected '{SCHEMA_NAME}'")
@@ -227,7 +241,7 @@ def _inspect(path: str) -> tuple[Shard, dict]:
                     raise DataError(f"{path}: 'aux/{name}' has shape {ds.shape}, expected ({n},)")
                 if ds.dtype.kind not in "biuf":
                     raise DataError(f"{path}: 'aux/{name}' has dtype {ds.dtype}, expected a number")
-        rows = inputs.chunks[0] if inputs.chunks else min(n, chunk_rows(inputs.shape[1] * 4, n))
+        rows = block_rows([inputs, target, reference], n)
         meta = {
             "feature_names": features,
             "image_shape": image_shape,
@@ -240,15 +254,37 @@ def _inspect(path: str) -> tuple[Shard, dict]:
     return Shard(path=path, n_events=int(n), chunk_rows=int(rows)), meta
 
 
-def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
-    """Validate every shard matching ``pattern`` against the schema and each other.
+def _inspect_mapped(path: str, cfg: LayoutConfig) -> tuple[Shard, dict]:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+    with f:
+        layout, n, rows = resolve(f, cfg)
+    meta = {
+        "feature_names": layout.features,
+        "image_shape": None,
+        "target_name": layout.target_label,
+        "target_unit": cfg.target_unit,
+        "reference_name": layout.reference_label,
+        "parameters": {"layout": cfg.format},
+        "class_names": tuple(cfg.class_names),
+        "layout": layout,
+    }
+    return Shard(path=path, n_events=int(n), chunk_rows=int(rows)), meta
+
+
+def open_dataset(pattern: str | os.PathLike, layout: LayoutConfig | None = None) -> DatasetInfo:
+    """Validate every shard matching ``pattern`` against the schema, or against
+    ``layout`` (``data.layout``) for a file of your own, and the shards against each other.
 
     Only metadata is read here; values (NaN/Inf) are checked by the loader's
     statistics pass, which reads every event once anyway.
     """
+    mapped = layout is not None and layout.format != "hepprune"
     shards, first = [], None
     for path in expand(pattern):
-        shard, meta = _inspect(path)
+        shard, meta = _inspect_mapped(path, layout) if mapped and layout is not None else _inspect(path)
         if first is None:
             first = (path, meta)
         else:
@@ -256,6 +292,10 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
                 if meta[key] != first[1][key]:
                     raise DataError(f"shards disagree on {key}: {first[0]} has {first[1][key]}, "
                                     f"{path} has {meta[key]}")
+            if mapped and meta["layout"] != first[1]["layout"]:
+                raise DataError(f"shards disagree on where the mapped columns live: {first[0]} and {path} "
+                                f"differ in their datasets ({', '.join(first[1]['layout'].datasets)} against "
+                                f"{', '.join(meta['layout'].datasets)}) or their types")
         shards.append(shard)
     assert first is not None  # expand() refuses a pattern that matches no file
     meta = first[1]
@@ -268,4 +308,5 @@ def open_dataset(pattern: str | os.PathLike) -> DatasetInfo:
         reference_name=meta["reference_name"],
         parameters=meta["parameters"],
         class_names=meta["class_names"],
+        layout=meta.get("layout") or hepprune_layout(meta["feature_names"]),
     )

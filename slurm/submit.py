@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(as `make demo` does) or submit from a cluster login node")
         check_partition(cfg, list(scripts))
         if not args.tensorboard:  # the jobs would fail minutes or hours later, in the queue
-            open_dataset(cfg.data.path)
+            open_dataset(cfg.data.path, cfg.data.layout)
     slurm_dir = run_dir / "slurm"
     if not args.dry_run:
         paths.logs.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,15 @@ from conftest import assert_one_line_error, make_shard
 from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
-from hepprune.data import loader
+from hepprune.data import layout, loader
 from hepprune.data.schema import open_dataset
 
 
 @pytest.fixture
-def dataset(tmp_path):
+def dataset(tmp_path, monkeypatch):
+    """Three shards in 4096-byte chunks, read one chunk per block (no grouping
+    of small chunks), so the block machinery works on many small blocks."""
+    monkeypatch.setattr(layout, "MIN_BLOCK_BYTES", 1)
     for k in range(3):
         make_shard(tmp_path / f"shard_{k}.h5", n=1500 + 100 * k, seed=k)
     return open_dataset(tmp_path / "shard_*.h5")
@@ -282,7 +285,7 @@ def test_validate_dataset_cli_reports_the_dataset_and_with_values_finds_a_nan(tm
         make_shard(tmp_path / f"good_{k}.h5", n=700, seed=k, n_features=8)
     ok = run_cli("data/validate_dataset.py", tmp_path / "good_*.h5", "--values", check_ok=True)
     lines = ok.stdout.splitlines()
-    assert lines[0] == "ok: 2 shard(s), 1400 events"
+    assert lines[0] == "ok: 2 shard(s), 1400 events, layout hepprune, read in blocks of 700 events"
     assert lines[1] == "inputs: 8 features (f0, f1, f2, f3, f4, f5, ...)"
     assert "target: E_true" in ok.stdout and "reference: raw" in ok.stdout
 
@@ -319,3 +322,22 @@ def test_extreme_values_are_reported_by_name_and_count_and_warned_about_in_train
     assert "(broken: 2 value(s), e.g. 1e+30)" in caplog.text  # the third is in the val/test split
     clean = make_shard(tmp_path / "clean.h5", n=n, inputs=np.delete(x, 4, axis=1), feature_names=names[:4])
     assert "warning" not in run_cli("data/validate_dataset.py", clean, "--values", check_ok=True).stdout
+
+
+def test_small_chunks_are_read_several_at_a_time_and_a_contiguous_file_in_slabs(tmp_path):
+    """h5py's small default chunks would cost a read call per few KiB: a block
+    takes whole chunks until it holds MIN_BLOCK_BYTES. A contiguous dataset is
+    read in CHUNK_BYTES slabs."""
+    make_shard(tmp_path / "small.h5", n=80000, n_features=8, chunk_bytes=4096)  # 128-event chunks
+    small = open_dataset(tmp_path / "small.h5").shards[0].chunk_rows
+    row = 8 * 4 + 4 + 4  # inputs, target, reference
+    assert small == 6656  # 52 chunks: the fewest that hold 256 KiB of 40-byte rows
+    assert small * row >= layout.MIN_BLOCK_BYTES > (small - 128) * row
+    blocks = loader.all_blocks(open_dataset(tmp_path / "small.h5"))
+    assert all(b.start % 128 == 0 for b in blocks) and len(blocks) == -(-80000 // small)
+    with h5py.File(tmp_path / "small.h5") as f, h5py.File(tmp_path / "flat.h5", "w") as g:
+        for name in ("inputs", "target", "reference"):
+            g.create_dataset(name, data=f[name][()])  # contiguous
+        g.attrs.update(dict(f.attrs))
+    flat = open_dataset(tmp_path / "flat.h5").shards[0].chunk_rows
+    assert flat == layout.CHUNK_BYTES // row == 52428

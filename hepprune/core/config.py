@@ -46,6 +46,56 @@ def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, ge: 
     return field(default=default, metadata=meta)
 
 
+LAYOUTS = ("hepprune", "array", "columns", "compound", "pandas")
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    format: str = _opt("hepprune", "how the files hold the events: hepprune (this project's schema), array (a 2-D "
+                       "dataset), columns (one 1-D dataset per feature), compound (named fields of one dataset) "
+                       "or pandas (DataFrame.to_hdf, table or fixed)", choices=LAYOUTS)
+    inputs: str = _opt("", "where the features live: array: the 2-D dataset; compound: the dataset; pandas: the "
+                       "to_hdf key; columns: the group holding the 1-D datasets (empty = the file's root)")
+    columns: list[str] = _opt(None, "array: the names of the 2-D dataset's columns; empty = its (or the file's) "
+                              "names_attribute, else DATASET_0, DATASET_1, ...", factory=list)
+    names_attribute: str = _opt("feature_names", "array: the attribute, of the dataset or else of the file, that "
+                                "names the columns")
+    features: list[str] = _opt(None, "the network's inputs, by name, in order; empty = every numeric column of "
+                               "inputs that the target and reference do not use", factory=list)
+    target: str = _opt("", "the target: a column or 1-D dataset, or arithmetic of them ('true_pt', "
+                       "'e_em + e_had'); quote paths in backticks: `truth/pt`")
+    reference: str = _opt("", "the raw estimator pred/true is compared with, as for target (regression)")
+    target_name: str = _opt("", "the target's name in reports; empty = the target text")
+    target_unit: str = _opt("GeV", "the target's unit in reports")
+    reference_name: str = _opt("", "the reference's name in reports; empty = the reference text")
+    class_names: list[str] = _opt(None, "classification: the class of each target index", factory=list)
+
+    def __post_init__(self) -> None:
+        from hepprune.core.expression import parse  # noqa: PLC0415 - deferred: config stays importable alone
+
+        if self.format == "hepprune":
+            return
+        if self.format in ("array", "compound", "pandas") and not self.inputs:
+            raise ConfigError(f"data.layout.inputs: format {self.format} needs the dataset (or pandas key) that "
+                              "holds the features")
+        if self.columns and self.format != "array":
+            raise ConfigError(f"data.layout.columns names a 2-D array's columns; format {self.format} "
+                              "takes its names from the file")
+        if not self.target:
+            raise ConfigError(f"data.layout.target: format {self.format} needs the target (a column or an "
+                              "expression of columns)")
+        parse(self.target, "data.layout.target")
+        if self.reference:
+            parse(self.reference, "data.layout.reference")
+        for key in ("columns", "features", "class_names"):
+            values = getattr(self, key)
+            if not all(isinstance(v, str) and v for v in values):
+                raise ConfigError(f"data.layout.{key} must be a list of names")
+            if len(set(values)) != len(values):
+                dup = next(v for v in values if values.count(v) > 1)
+                raise ConfigError(f"data.layout.{key} lists {dup!r} twice")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     path: str = _opt("", "HDF5 file or glob of shards; --data overrides it")
@@ -61,6 +111,8 @@ class DataConfig:
     target_scale: float = _opt(100.0, "divisor of the target for target_transform=none", gt=0)
     reference_floor: float = _opt(1.0, "reference values are clipped to at least this "
                                   "(in target units) for target_transform=ratio", gt=0)
+    layout: LayoutConfig = _opt(None, "how your HDF5 files map onto inputs, target and reference, read in "
+                                "place (README, \"Your own HDF5 files\")", factory=LayoutConfig)
 
     def __post_init__(self) -> None:
         if self.val_fraction + self.test_fraction >= 1:
@@ -467,6 +519,13 @@ class Config:
         if self.qat.bits and self.task == "classification":
             raise ConfigError("qat.bits: quantisation-aware training is for regression; a classifier's softmax is a "
                               "lookup table in hls4ml, so its firmware could not equal the QKeras model")
+        if self.data.layout.format != "hepprune":
+            mapped = self.data.layout
+            if self.task == "regression" and not mapped.reference:
+                raise ConfigError("data.layout.reference: a regression needs the raw estimator pred/true is "
+                                  "compared with (a column or an expression of columns)")
+            if self.task == "classification" and not mapped.class_names:
+                raise ConfigError("data.layout.class_names: a classification needs the name of each class index")
         if self.prune.distill and self.task == "classification":
             raise ConfigError(f"prune.distill={self.prune.distill:g}: distillation blends the baseline's output "
                               "into a regression target; a classifier's labels are not blended (use 0)")

@@ -91,7 +91,7 @@ def derive_schedule(cfg: PruneConfig, target: float, steps_per_epoch: int) -> Sc
         if frequency < 1:
             raise ConfigError(f"prune schedule cannot reach target {target:g}: {what}, too few for "
                               f"prune.min_mask_updates={cfg.min_mask_updates} mask updates; raise "
-                              "prune.pruning_epochs, use a smaller data.batch_size or more events")
+                              "prune.pruning_epochs, use a smaller prune.batch_size or more events")
     updates = span // frequency
     if updates < cfg.min_mask_updates:
         raise ConfigError(f"prune schedule cannot reach target {target:g}: {what} and prune.frequency="

@@ -12,8 +12,9 @@ from hepprune.prune.schedule import derive_schedule
 def test_auto_frequency_always_reaches_the_target_inside_the_ramp(steps_per_epoch, target):
     cfg = PruneConfig(epochs=13, pruning_epochs=10) if steps_per_epoch == 1 else PruneConfig()
     if steps_per_epoch == 1:  # 10 ramp steps: too few for 10 updates
-        with pytest.raises(ConfigError, match="cannot reach target"):
+        with pytest.raises(ConfigError, match="cannot reach target") as err:
             derive_schedule(cfg, target, steps_per_epoch)
+        assert "prune.batch_size" in str(err.value)  # the key that works at the pruning stage
         return
     s = derive_schedule(cfg, target, steps_per_epoch)
     assert s.begin_step == cfg.warmup_epochs * steps_per_epoch + 1  # nothing removed during warm-up

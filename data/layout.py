@@ -21,6 +21,7 @@ Any 1-D dataset of the file also counts as a name, by its path.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from numpy.lib import recfunctions
 
 from hepprune.core.config import LayoutConfig
 from hepprune.core.errors import DataError
@@ -35,7 +37,7 @@ from hepprune.core.expression import Expression, parse
 
 LISTED = 12  # entries of a file's contents an error lists
 CHUNK_BYTES = 2 * 1024 * 1024  # a chunk hepprune writes: whole-chunk reads stream at GB/s, per-event reads 1000x slower
-MIN_BLOCK_BYTES = 256 * 1024  # the least a read block holds (several small chunks at once)
+MIN_BLOCK_BYTES = CHUNK_BYTES  # the least a read block holds (several small chunks at once)
 
 
 @dataclass(frozen=True)
@@ -61,30 +63,100 @@ class Layout:
     target_label: str = "target"
     reference_label: str = "reference"
 
+    @functools.cached_property
+    def _plain(self) -> tuple[list[int], list[str]]:
+        """The inputs that are whole 1-D datasets: (feature indices, dataset paths)."""
+        cols = [j for j, s in enumerate(self.inputs) if s.field is None and s.column is None]
+        return cols, [self.inputs[j].dataset for j in cols]
+
+    @functools.cached_property
+    def _groups(self) -> tuple[tuple[list[int], tuple[Source, ...]], ...]:
+        """The other inputs grouped by where they are read from: (feature indices, their sources)."""
+        groups: dict[tuple[str, str | None, bool], list[int]] = {}
+        for j, s in enumerate(self.inputs):
+            if s.field is None and s.column is None:
+                continue
+            key = (s.dataset, s.field if s.column is not None else None, s.column is not None)
+            groups.setdefault(key, []).append(j)
+        return tuple((cols, tuple(self.inputs[j] for j in cols)) for cols in groups.values())
+
     @property
     def datasets(self) -> tuple[str, ...]:
         """Every dataset a read touches."""
         return tuple(dict.fromkeys([*(s.dataset for s in self.inputs), *(s.dataset for _, s in self.sources)]))
 
-    def read(self, f: h5py.File, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, f: h5py.File | Handles, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs float32 (n, F), target float32 (n,), reference float32 (n,): zeros without one)."""
-        sl = slice(start, stop)
+        n = stop - start
+        x, t, r = np.empty((n, len(self.inputs)), np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+        self.read_into(f, start, stop, (x, t, r), 0)
+        return x, t, r
+
+    def read_into(self, f: h5py.File | Handles, start: int, stop: int,
+                  out: tuple[np.ndarray, np.ndarray, np.ndarray], at: int) -> None:
+        """Events [start, stop) into rows at.. of the preallocated ``out`` (x, t, r): a
+        plain dataset is read straight into place by HDF5, with no intermediate array."""
+        handles = f if isinstance(f, Handles) else Handles(f)
+        x, t, r = out
+        n = stop - start
+        src, dst = np.s_[start:stop], np.s_[at:at + n]
         raw: dict[str, np.ndarray] = {}
         if self.whole is not None:
-            x = np.asarray(f[self.whole][sl], dtype=np.float32)
-            raw[self.whole] = x
-        for name in self.datasets:
+            handles[self.whole].read_direct(x, src, dst)
+
+        def data(name: str) -> np.ndarray:
             if name not in raw:
-                raw[name] = f[name][sl]
+                raw[name] = handles[name][src]
+            return raw[name]
+
         if self.whole is None:
-            x = np.empty((stop - start, len(self.inputs)), np.float32)
-            for j, src in enumerate(self.inputs):
-                x[:, j] = _column(raw[src.dataset], src)
-        columns = {name: _column(raw[src.dataset], src) for name, src in self.sources}
-        true = np.asarray(self.target(columns), np.float32)
-        ref = (np.asarray(self.reference(columns), np.float32) if self.reference is not None
-               else np.zeros(stop - start, np.float32))
-        return x, true, ref
+            plain_cols, plain = self._plain
+            if plain:  # one 1-D dataset per feature: each read into a row of a (k, n) buffer, then one transpose
+                buf = np.empty((len(plain), n), np.float32)
+                for i, name in enumerate(plain):
+                    handles[name].read_direct(buf, src, np.s_[i, 0:n])
+                x[dst][:, plain_cols] = buf.T
+            for cols, group in self._groups:  # one vectorised copy per dataset (per field), not per column
+                x[dst][:, cols] = _gather(data(group[0].dataset), group)
+        sources = dict(self.sources)
+        for arr, expr in ((t, self.target), (r, self.reference)):
+            plain_src = sources.get(expr.names[0]) if expr is not None and expr.is_name else None
+            if expr is None:
+                arr[dst] = 0
+            elif plain_src is not None and plain_src.field is None and plain_src.column is None:
+                handles[plain_src.dataset].read_direct(arr, src, dst)
+            else:
+                arr[dst] = expr({n: _column(data(s.dataset), s) for n, s in sources.items() if n in expr.names})
+
+
+class Handles:
+    """A file's datasets by path, looked up once: h5py's lookup costs ~20 us,
+    a read of a small chunk not much more."""
+
+    def __init__(self, f: h5py.File):
+        self.file = f
+        self._cache: dict[str, h5py.Dataset] = {}
+
+    def __getitem__(self, name: str) -> h5py.Dataset:
+        ds = self._cache.get(name)
+        if ds is None:
+            ds = self._cache[name] = self.file[name]
+        return ds
+
+
+def _gather(data: np.ndarray, group: tuple[Source, ...]) -> np.ndarray:
+    """(n, len(group)) values of sources that share one dataset: a 2-D dataset
+    or subarray field by column index, a compound dataset's scalar fields by
+    viewing them as one array where their types agree."""
+    first = group[0]
+    if first.column is not None:  # columns of a 2-D dataset or of one subarray field
+        block = data if first.field is None else data[first.field]
+        return block[:, [int(s.column or 0) for s in group]]
+    if first.field is not None:
+        if len(group) == 1:
+            return data[first.field][:, None]
+        return recfunctions.structured_to_unstructured(data[[str(s.field) for s in group]], dtype=np.float32)
+    raise AssertionError(f"{first} is a whole dataset, read as such")
 
 
 def _column(data: np.ndarray, src: Source) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
-from hepprune.data.layout import hepprune_layout
+from hepprune.data.layout import Handles, hepprune_layout
 from hepprune.data.schema import DatasetInfo
 
 log = logging.getLogger(__name__)
@@ -92,29 +92,37 @@ class Reader:
         self.key = "image" if view == "image" else "inputs"
         self.input_shape = info.input_shape(view)
         self.layout = info.layout or hepprune_layout(info.feature_names)
-        self._files: dict[int, h5py.File] = {}
+        self._files: dict[int, Handles] = {}
 
-    def _file(self, shard: int) -> h5py.File:
+    def _file(self, shard: int) -> Handles:
         if shard not in self._files:
             path = self.info.shards[shard].path
             try:
-                self._files[shard] = h5py.File(path, "r")
+                self._files[shard] = Handles(h5py.File(path, "r"))
             except OSError as exc:
                 raise DataError(f"{path}: cannot open ({exc.__class__.__name__})") from None
         return self._files[shard]
 
     def read(self, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A block as new arrays (x, true, reference)."""
+        out = (np.empty((block.size, *self.input_shape), np.float32), np.empty(block.size, np.float32),
+               np.empty(block.size, np.float32))
+        self.read_into(block, out, 0)
+        return out
+
+    def read_into(self, block: Block, out: tuple[np.ndarray, np.ndarray, np.ndarray], at: int) -> None:
+        """A block into rows at.. of preallocated arrays: no array per read."""
         f = self._file(block.shard)
         if self.key == "inputs":  # the layout: hepprune's schema or a file of your own, read in place
-            return self.layout.read(f, block.start, block.stop)
-        sl = slice(block.start, block.stop)
-        return (np.asarray(f[self.key][sl], dtype=np.float32),
-                np.asarray(f["target"][sl], dtype=np.float32),
-                np.asarray(f["reference"][sl], dtype=np.float32))
+            self.layout.read_into(f, block.start, block.stop, out, at)
+            return
+        src, dst = np.s_[block.start:block.stop], np.s_[at:at + block.size]
+        for name, arr in zip((self.key, "target", "reference"), out):
+            f[name].read_direct(arr, src, dst)
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
+        for handles in self._files.values():
+            handles.file.close()
         self._files.clear()
 
     def __enter__(self) -> Reader:
@@ -230,7 +238,10 @@ def describe_extremes(found: dict[str, tuple[int, float]]) -> str:
     return "; ".join(f"{name}: {n} value(s), e.g. {v:.3g}" for name, (n, v) in found.items())
 
 
-SLOW_READ_MB_S = 500.0  # decoded MB/s below which reading, not training, is what an epoch waits for
+# Decoded MB/s below which reading costs more than half a core to feed training
+# at the demo's pace (520 k events/s x 212 bytes = 110 MB/s on 2 cores):
+# gzip (~180 MB/s) is below, lzf (250-300 MB/s) and uncompressed (GB/s) above.
+SLOW_READ_MB_S = 220.0
 MEASURED_BYTES = 16 * 1024 * 1024  # the least read before a rate is worth a warning
 
 
@@ -356,32 +367,37 @@ def iter_windows(
     if rng is not None:
         order = [order[i] for i in rng.permutation(len(order))]
     window_target = max(shuffle_buffer, batch_size) if rng is not None else batch_size
-    carry: tuple[np.ndarray, ...] | None = None
-    pending: list[tuple[np.ndarray, ...]] = []
-    pending_n = 0
+    # One gather buffer for the whole pass: blocks are read straight into it
+    # (HDF5 writes in place), the window is permuted out of it into a new
+    # array and standardised there, in place. The carry (under a batch) goes
+    # back to the buffer's front, raw, to be shuffled into the next window.
+    # The output is new every window: tf.data may hold it without a copy.
+    cap = window_target + max((b.size for b in order), default=0) + batch_size
+    buf = (np.empty((cap, *reader.input_shape), np.float32), np.empty(cap, np.float32), np.empty(cap, np.float32))
+    fill = 0
 
     def flush(final: bool):
-        nonlocal carry
-        parts = ([carry] if carry is not None else []) + pending
-        x, t, r = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        nonlocal fill
         if rng is not None:
-            perm = rng.permutation(len(t))
-            x, t, r = x[perm], t[perm], r[perm]
-        n_full = len(t) if final else (len(t) // batch_size) * batch_size
-        carry = (x[n_full:], t[n_full:], r[n_full:]) if n_full < len(t) else None
+            perm = rng.permutation(fill)
+            x, t, r = (np.take(b[:fill], perm, axis=0) for b in buf)
+        else:
+            x, t, r = (b[:fill].copy() for b in buf)
+        n_full = fill if final else (fill // batch_size) * batch_size
+        for b, part in zip(buf, (x, t, r)):
+            b[:fill - n_full] = part[n_full:]
+        fill -= n_full
         if n_full:
+            if standardization is not None:
+                standardization.apply(x[:n_full])
             yield x[:n_full], t[:n_full], r[:n_full]
 
     for block in order:
-        x, t, r = reader.read(block)
-        if standardization is not None:
-            x = standardization.apply(x)
-        pending.append((x, t, r))
-        pending_n += block.size
-        if pending_n >= window_target:
+        reader.read_into(block, buf, fill)
+        fill += block.size
+        if fill >= window_target:
             yield from flush(final=False)
-            pending, pending_n = [], 0
-    if pending or carry is not None:
+    if fill:
         yield from flush(final=True)
 
 

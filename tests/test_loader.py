@@ -113,7 +113,10 @@ def _peak_bytes(path, n, f):
     return peak
 
 
-def test_memory_is_bounded_by_the_shuffle_buffer(tmp_path):
+def test_memory_is_bounded_by_the_shuffle_buffer(tmp_path, monkeypatch):
+    """A pass holds the shuffle window and a block (a chunk here: the files are
+    smaller than the 2 MiB a block of small chunks would otherwise group)."""
+    monkeypatch.setattr(layout, "MIN_BLOCK_BYTES", 1)
     f = 32
     small = _peak_bytes(tmp_path / "small.h5", 20000, f)
     large = _peak_bytes(tmp_path / "large.h5", 80000, f)
@@ -328,13 +331,13 @@ def test_small_chunks_are_read_several_at_a_time_and_a_contiguous_file_in_slabs(
     """h5py's small default chunks would cost a read call per few KiB: a block
     takes whole chunks until it holds MIN_BLOCK_BYTES. A contiguous dataset is
     read in CHUNK_BYTES slabs."""
-    make_shard(tmp_path / "small.h5", n=80000, n_features=8, chunk_bytes=4096)  # 128-event chunks
+    make_shard(tmp_path / "small.h5", n=120000, n_features=8, chunk_bytes=4096)  # 128-event chunks
     small = open_dataset(tmp_path / "small.h5").shards[0].chunk_rows
     row = 8 * 4 + 4 + 4  # inputs, target, reference
-    assert small == 6656  # 52 chunks: the fewest that hold 256 KiB of 40-byte rows
+    assert small == 52480  # 410 chunks: the fewest that hold 2 MiB of 40-byte rows
     assert small * row >= layout.MIN_BLOCK_BYTES > (small - 128) * row
     blocks = loader.all_blocks(open_dataset(tmp_path / "small.h5"))
-    assert all(b.start % 128 == 0 for b in blocks) and len(blocks) == -(-80000 // small)
+    assert all(b.start % 128 == 0 for b in blocks) and len(blocks) == 3
     with h5py.File(tmp_path / "small.h5") as f, h5py.File(tmp_path / "flat.h5", "w") as g:
         for name in ("inputs", "target", "reference"):
             g.create_dataset(name, data=f[name][()])  # contiguous

@@ -74,6 +74,8 @@ test: lint
 
 bench: $(STAMP)
 	$(VPY) bench/bench_loader.py
+	$(VPY) bench/bench_pipeline.py
+	$(VPY) bench/bench_layouts.py
 	$(VPY) bench/bench_prune.py
 	@test -f $(DEMO)/prune_0.75/model.h5 || $(MAKE) demo
 	$(VPY) bench/bench_csim.py

@@ -81,15 +81,17 @@ def _read_all(info):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_layout_reads_the_events_hepprunes_schema_holds(tmp_path, kind):
-    x, true, raw = _events()
-    write_layout("hepprune", tmp_path / "own.h5", x, true, raw)
-    layout = LayoutConfig(**write_layout(kind, tmp_path / f"{kind}.h5", x, true, raw))
-    info = open_dataset(tmp_path / f"{kind}.h5", layout)
-    assert info.feature_names == tuple(NAMES) and info.n_events == N
-    for got, want in zip(_read_all(info), _read_all(open_dataset(tmp_path / "own.h5")), strict=True):
+    """Two shards of each layout, globbed: the same events as two shards of hepprune's schema."""
+    for k in range(2):
+        x, true, raw = _events(seed=k)
+        write_layout("hepprune", tmp_path / f"own_{k}.h5", x, true, raw)
+        layout = LayoutConfig(**write_layout(kind, tmp_path / f"{kind}_{k}.h5", x, true, raw))
+    info = open_dataset(tmp_path / f"{kind}_*.h5", layout)
+    assert info.feature_names == tuple(NAMES) and info.n_events == 2 * N and len(info.shards) == 2
+    for got, want in zip(_read_all(info), _read_all(open_dataset(tmp_path / "own_*.h5")), strict=True):
         np.testing.assert_array_equal(got, want)
     # The same split rules: by position, chunk-aligned blocks, the same event counts.
-    own = loader.split_blocks(open_dataset(tmp_path / "own.h5"), 0.1, 0.1)
+    own = loader.split_blocks(open_dataset(tmp_path / "own_*.h5"), 0.1, 0.1)
     mapped = loader.split_blocks(info, 0.1, 0.1)
     assert {s: loader.n_events(b) for s, b in mapped.items()} == {s: loader.n_events(b) for s, b in own.items()}
 
@@ -271,3 +273,23 @@ def test_pretraining_and_pruning_run_on_each_layout_class_in_place(tmp_path, run
     pruned = json.loads((tmp_path / "run/prune_0.50/metrics.json").read_text())
     assert abs(pruned["achieved_sparsity"] - 0.5) <= 0.01
     assert pruned["test"]["n_events"] == 300 and np.isfinite(pruned["test"]["resolution_q68"])
+
+
+def test_repack_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
+    """The second input shard cannot be read: the first shard's output, already
+    written, is removed, so a glob over --out never sees half a dataset."""
+    x, true, raw = _events()
+    for k in range(2):
+        layout = write_layout("compound", tmp_path / f"in_{k}.h5", x, true, raw)
+    info = open_dataset(tmp_path / "in_*.h5", LayoutConfig(**layout))
+    real = loader.Reader.read_into
+
+    def failing(self, block, out, at):
+        if block.shard == 1:
+            raise OSError("Can't read data (inflate() failed)")
+        return real(self, block, out, at)
+
+    monkeypatch.setattr(loader.Reader, "read_into", failing)
+    with pytest.raises(OSError, match="inflate"):
+        repack(info, tmp_path / "fast")
+    assert list((tmp_path / "fast").iterdir()) == []

@@ -13,7 +13,7 @@ import ast
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,8 +29,8 @@ class Expression:
     """A parsed expression: ``names`` it reads, evaluated on arrays by :meth:`__call__`."""
 
     text: str
-    tree: ast.expr
-    aliases: tuple[tuple[str, str], ...]  # placeholder identifier -> quoted name
+    tree: ast.expr = field(compare=False)  # ast nodes compare by identity; the text says it all
+    aliases: tuple[tuple[str, str], ...] = field(compare=False)  # placeholder identifier -> quoted name
 
     @property
     def names(self) -> tuple[str, ...]:

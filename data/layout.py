@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
@@ -39,6 +39,7 @@ from hepprune.core.expression import Expression, parse
 LISTED = 12  # entries of a file's contents an error lists
 CHUNK_BYTES = 2 * 1024 * 1024  # a chunk hepprune writes: whole-chunk reads stream at GB/s, per-event reads 1000x slower
 MIN_BLOCK_BYTES = CHUNK_BYTES  # the least a read block holds (several small chunks at once)
+MAX_BLOCK_BYTES = 64 * 1024 * 1024  # the most: a file chunked along features, not events, is read in slabs
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class Layout:
     target: Expression
     reference: Expression | None
     sources: tuple[tuple[str, Source], ...]  # every name the target and reference read
-    whole: str | None = None  # a 2-D float32 dataset that is the inputs as they are: read it, no assembly
+    # A 2-D float32 dataset that is the inputs as they are: read it, no assembly. Not compared:
+    # a float64 shard beside a float32 one reads the same way (HDF5 converts).
+    whole: str | None = field(default=None, compare=False)
     target_label: str = "target"
     reference_label: str = "reference"
 
@@ -237,7 +240,7 @@ def _names_attr(value: Any) -> list[str]:
 
 
 def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
@@ -260,8 +263,12 @@ class _Namespace:
         self.f, self.where = f, where
         self.columns: dict[str, Source] = {}  # the inputs' own columns, in file order
         self.unusable: dict[str, str] = {}  # name -> why
+        self.hidden: set[str] = set()  # usable by name, never a default feature (a pandas index level)
 
     def add(self, name: str, src: Source, dtype: np.dtype) -> None:
+        if name in self.columns or name in self.unusable:
+            raise DataError(f"{self.f.filename}: {self.where} names two columns '{name}'; name them apart "
+                            "(data.layout.columns for a 2-D array)")
         if _numeric(dtype):
             self.columns[name] = src
         else:
@@ -337,7 +344,8 @@ def _pandas(f: h5py.File, cfg: LayoutConfig) -> _Namespace:
     group = f.get(cfg.inputs)
     kind = _str(group.attrs.get("pandas_type", b"")) if isinstance(group, h5py.Group) else ""
     if kind not in ("frame_table", "frame"):
-        keys = [k for k, o in f.items() if isinstance(o, h5py.Group) and "pandas_type" in o.attrs]
+        keys = [k for k, o in f.items() if isinstance(o, h5py.Group)
+                and _str(o.attrs.get("pandas_type", b"")) in ("frame_table", "frame")]
         raise DataError(f"{f.filename}: data.layout.inputs '{cfg.inputs}' is not a DataFrame written by "
                         f"pandas to_hdf ({'pandas_type ' + kind if kind else 'no pandas_type'}); DataFrame keys "
                         f"in the file: {', '.join(keys) or 'none'}")
@@ -350,21 +358,49 @@ def _pandas(f: h5py.File, cfg: LayoutConfig) -> _Namespace:
                     continue
                 dtype = table.dtype.fields[field][0]
                 names = _names_attr(table.attrs[f"{field}_kind"])
+                stored = _str(table.attrs.get(f"{field}_dtype", b""))
                 for j, name in enumerate(names):
-                    space.add(name, Source(table.name, field=field, column=j if dtype.shape else None), dtype.base)
+                    if stored.startswith(("datetime", "timedelta")):
+                        space.unusable[name] = f"is a {stored} column, not a number"
+                    else:
+                        space.add(name, Source(table.name, field=field, column=j if dtype.shape else None),
+                                  dtype.base)
+            # A MultiIndex is stored as leading data columns: usable by name, never a default feature.
+            levels = group.attrs.get("levels")
+            if isinstance(levels, bytes | np.bytes_):
+                space.hidden.update(_names_attr(levels))
+            order = _names_attr_pairs(group.attrs.get("non_index_axes"))
         else:  # fixed: blockK_items names the columns of the 2-D blockK_values
             for k in range(int(group.attrs["nblocks"])):
                 values = group[f"block{k}_values"]
                 names = [_str(v) for v in group[f"block{k}_items"][()]]
+                stored = _str(values.attrs.get("value_type", b"")) if isinstance(values, h5py.Dataset) else ""
                 for j, name in enumerate(names):
-                    if isinstance(values, h5py.Dataset) and values.ndim == 2:
+                    if stored.startswith(("datetime", "timedelta")):
+                        space.unusable[name] = f"is a {stored} column, not a number"
+                    elif isinstance(values, h5py.Dataset) and values.ndim == 2:
                         space.add(name, Source(values.name, column=j), values.dtype)
                     else:
                         space.unusable[name] = "is not numeric (pandas stored it as objects)"
-    except (KeyError, pickle.UnpicklingError, ValueError, EOFError) as exc:
+            order = [_str(v) for v in group["axis0"][()]] if "axis0" in group else []
+    except (KeyError, AttributeError, TypeError, pickle.UnpicklingError, ValueError, EOFError) as exc:
         raise DataError(f"{f.filename}: DataFrame '{cfg.inputs}' is not laid out as pandas writes it "
                         f"({exc}); write it with DataFrame.to_hdf") from None
+    # pandas groups columns into blocks by dtype; the default features follow the DataFrame's own order.
+    rank = {name: k for k, name in enumerate(order)}
+    space.columns = dict(sorted(space.columns.items(), key=lambda item: rank.get(item[0], len(rank))))
     return space
+
+
+def _names_attr_pairs(value: Any) -> list[str]:
+    """The column names in pandas' ``non_index_axes`` attribute: [(axis, [names])]."""
+    if value is None:
+        return []
+    raw = bytes(value) if not isinstance(value, bytes) else value
+    out = _RestrictedUnpickler(io.BytesIO(raw)).load()
+    if not (isinstance(out, list) and out and isinstance(out[0], tuple) and isinstance(out[0][1], list)):
+        raise pickle.UnpicklingError("not pandas' non_index_axes")
+    return [str(v) for v in out[0][1]]
 
 
 _NAMESPACES = {"array": _array, "columns": _columns, "compound": _compound, "pandas": _pandas}
@@ -378,7 +414,11 @@ def resolve(f: h5py.File, cfg: LayoutConfig) -> tuple[Layout, int, int]:
     used = {n: space.lookup(n, key) for expr, key in ((target, "data.layout.target"),
                                                       (reference, "data.layout.reference")) if expr
             for n in expr.names}
-    features = list(cfg.features) or [n for n in space.columns if n not in used]
+    features = list(cfg.features) or [n for n in space.columns if n not in used and n not in space.hidden]
+    leaked = [n for n in features if n in used]
+    if leaked:
+        raise DataError(f"{f.filename}: data.layout.features lists {', '.join(repr(n) for n in leaked)}, which the "
+                        "target or reference is made of: the network would be given its answer")
     if not features:
         raise DataError(f"{f.filename}: no input feature left: {space.where} holds only "
                         f"{_listing(list(space.columns))}, which the target and reference use")
@@ -419,4 +459,7 @@ def block_rows(datasets: list[h5py.Dataset], n: int) -> int:
     if not chunked:
         return chunk_rows(row_bytes, n)
     rows = max(chunked)
-    return int(min(max(n, 1), rows * max(1, -(-MIN_BLOCK_BYTES // max(1, rows * row_bytes)))))
+    rows = int(min(max(n, 1), rows * max(1, -(-MIN_BLOCK_BYTES // max(1, rows * row_bytes)))))
+    if rows * row_bytes > MAX_BLOCK_BYTES:  # chunks long along events ((N, 1), one chunk per file): memory first
+        return chunk_rows(row_bytes, n, MAX_BLOCK_BYTES)
+    return rows

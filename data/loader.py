@@ -113,12 +113,17 @@ class Reader:
     def read_into(self, block: Block, out: tuple[np.ndarray, np.ndarray, np.ndarray], at: int) -> None:
         """A block into rows at.. of preallocated arrays: no array per read."""
         f = self._file(block.shard)
-        if self.key == "inputs":  # the layout: hepprune's schema or a file of your own, read in place
-            self.layout.read_into(f, block.start, block.stop, out, at)
-            return
-        src, dst = np.s_[block.start:block.stop], np.s_[at:at + block.size]
-        for name, arr in zip((self.key, "target", "reference"), out):
-            f[name].read_direct(arr, src, dst)
+        try:
+            if self.key == "inputs":  # the layout: hepprune's schema or a file of your own, read in place
+                self.layout.read_into(f, block.start, block.stop, out, at)
+                return
+            src, dst = np.s_[block.start:block.stop], np.s_[at:at + block.size]
+            for name, arr in zip((self.key, "target", "reference"), out):
+                f[name].read_direct(arr, src, dst)
+        except OSError as exc:  # a damaged file, or a compression filter this h5py lacks (blosc, zstd)
+            raise DataError(f"{self.info.shards[block.shard].path}: cannot read events {block.start}-{block.stop} "
+                            f"({exc}); a filter other than gzip or lzf needs its plugin (pip install "
+                            "hdf5plugin, then import it), else repack the file where it can be read") from None
 
     def close(self) -> None:
         for handles in self._files.values():
@@ -374,10 +379,10 @@ def iter_windows(
     # The output is new every window: tf.data may hold it without a copy.
     cap = window_target + max((b.size for b in order), default=0) + batch_size
     buf = (np.empty((cap, *reader.input_shape), np.float32), np.empty(cap, np.float32), np.empty(cap, np.float32))
-    fill = 0
+    fill = carried = 0  # events in the buffer; of them, carried over from the last window
 
     def flush(final: bool):
-        nonlocal fill
+        nonlocal fill, carried
         if rng is not None:
             perm = rng.permutation(fill)
             x, t, r = (np.take(b[:fill], perm, axis=0) for b in buf)
@@ -386,7 +391,7 @@ def iter_windows(
         n_full = fill if final else (fill // batch_size) * batch_size
         for b, part in zip(buf, (x, t, r)):
             b[:fill - n_full] = part[n_full:]
-        fill -= n_full
+        fill = carried = fill - n_full
         if n_full:
             if standardization is not None:
                 standardization.apply(x[:n_full])
@@ -395,7 +400,7 @@ def iter_windows(
     for block in order:
         reader.read_into(block, buf, fill)
         fill += block.size
-        if fill >= window_target:
+        if fill - carried >= window_target:  # a window is window_target new events, as it always was
             yield from flush(final=False)
     if fill:
         yield from flush(final=True)

@@ -5,7 +5,8 @@ compressed or in small chunks) and writes hepprune's own schema,
 uncompressed, in ~2 MiB chunks, which streams at GB/s. Shard k of the input
 becomes ``DIR/shard_<k>.h5`` with the same events in the same order, so the
 train/validation/test split (by position within each shard) is the same.
-Streamed block by block: memory is one block, never a file. Every output is
+Streamed block by block: memory is one block, never a file. It writes the
+flat view (inputs, target, reference), not images or aux extras. Every output is
 written atomically; if any input fails, the outputs of this run are removed.
 Then train with ``--set data.path='DIR/shard_*.h5' --set data.layout.format=hepprune``.
 """

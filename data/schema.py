@@ -241,7 +241,7 @@ def _inspect(path: str) -> tuple[Shard, dict]:
                     raise DataError(f"{path}: 'aux/{name}' has shape {ds.shape}, expected ({n},)")
                 if ds.dtype.kind not in "biuf":
                     raise DataError(f"{path}: 'aux/{name}' has dtype {ds.dtype}, expected a number")
-        rows = block_rows([inputs, target, reference], n)
+        rows = block_rows([inputs, target, reference, *([f["image"]] if "image" in f else [])], n)
         meta = {
             "feature_names": features,
             "image_shape": image_shape,

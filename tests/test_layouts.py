@@ -13,6 +13,8 @@ import pytest
 from conftest import assert_one_line_error
 
 from hepprune.core.config import DataConfig, LayoutConfig
+from hepprune.core.errors import DataError
+from hepprune.data import layout as layout_mod
 from hepprune.data import loader
 from hepprune.data.repack import repack
 from hepprune.data.schema import open_dataset, write_shard
@@ -150,6 +152,8 @@ def _two_files(tmp_path, second):
     ("not pandas", ("'X' is not a DataFrame written by pandas to_hdf",)),
     ("too many names", ("data.layout.columns names 5 columns, 'X' has 4",)),
     ("everything used", ("no input feature left",)),
+    ("feature is the target", ("data.layout.features lists 'pt', which the target or reference is made of",)),
+    ("duplicate names", ("'X' names two columns 'pt'",)),
 ])
 def test_a_bad_mapping_is_one_line_listing_what_the_file_holds(tmp_path, run_cli, case, fragments):
     x, true, raw = _events()
@@ -177,6 +181,11 @@ def test_a_bad_mapping_is_one_line_listing_what_the_file_holds(tmp_path, run_cli
         layout["columns"] = [*NAMES, "mass"]
     elif case == "everything used":
         layout.update(columns=NAMES, target="pt * eta * phi", reference="width")
+    elif case == "feature is the target":
+        layout.update(features=["pt", "eta"], target="pt * 2")
+    elif case == "duplicate names":
+        with h5py.File(path, "a") as f:
+            f["X"].attrs["feature_names"] = ["pt", "pt", "phi", "width"]
     proc = run_cli("data/validate_dataset.py", "--config", _config(tmp_path, path, layout))
     assert_one_line_error(proc, *fragments)
 
@@ -293,3 +302,87 @@ def test_repack_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="inflate"):
         repack(info, tmp_path / "fast")
     assert list((tmp_path / "fast").iterdir()) == []
+
+
+def test_integer_columns_are_arithmetic_in_float(tmp_path):
+    """uint32 3 - 5 is -2, not 4294967294; int8 100 * 1000 is 1e5, not an overflow."""
+    x, _, _ = _events()
+    with h5py.File(tmp_path / "i.h5", "w") as f:
+        f["X"] = x
+        f["hits"] = np.full(N, 3, np.uint32)
+        f["holes"] = np.full(N, 5, np.uint32)
+        f["q"] = np.full(N, 100, np.int8)
+    info = open_dataset(tmp_path / "i.h5", LayoutConfig(format="array", inputs="X", columns=NAMES,
+                                                         target="hits - holes", reference="q * 1000"))
+    _, t, r = _read_all(info)
+    assert (t == -2).all() and (r == 100_000).all()
+
+
+def test_pandas_columns_come_in_the_dataframes_order_without_index_levels_or_dates(tmp_path):
+    x, true, raw = _events()
+    frame = pd.DataFrame({"when": pd.date_range("2026-01-01", periods=N, freq="s"), "eta": x[:, 1],
+                          "n_const": np.arange(N) % 7, "pt": x[:, 0], "true_pt": true, "raw_pt": raw})
+    frame.index = pd.MultiIndex.from_arrays([np.arange(N) // 4, np.arange(N) % 4], names=["event", "jet"])
+    frame.to_hdf(tmp_path / "t.h5", key="jets", format="table")
+    frame.reset_index(drop=True).to_hdf(tmp_path / "f.h5", key="jets", format="fixed")
+    for name in ("t.h5", "f.h5"):
+        layout = LayoutConfig(format="pandas", inputs="jets", target="true_pt", reference="raw_pt")
+        info = open_dataset(tmp_path / name, layout)
+        assert info.feature_names == ("eta", "n_const", "pt"), name  # pandas stores them by dtype: f8, i8, f4
+        x_read, t, _ = _read_all(info)
+        np.testing.assert_array_equal(x_read[:, 2], x[:, 0])
+        np.testing.assert_array_equal(t, true)
+    bad = LayoutConfig(format="pandas", inputs="jets", features=["when"], target="true_pt", reference="raw_pt")
+    with pytest.raises(DataError, match="'when' is a datetime64"):
+        open_dataset(tmp_path / "t.h5", bad)
+
+
+def test_shards_may_differ_in_float_width(tmp_path):
+    x, true, raw = _events()
+    for k, dtype in enumerate((np.float32, np.float64)):
+        with h5py.File(tmp_path / f"s_{k}.h5", "w") as f:
+            f["X"], f["y"], f["raw"] = x.astype(dtype), true, raw
+    info = open_dataset(tmp_path / "s_*.h5", LayoutConfig(format="array", inputs="X", columns=NAMES, target="y",
+                                                            reference="raw"))
+    got = _read_all(info)[0]
+    np.testing.assert_array_equal(got[:N], x)
+    np.testing.assert_array_equal(got[N:], x)
+
+
+def test_a_block_stays_bounded_when_chunks_run_along_every_event(tmp_path, monkeypatch):
+    """Chunks of (N, 1), one per feature: a block would be the whole file;
+    it is cut at MAX_BLOCK_BYTES instead, and still reads every event."""
+    monkeypatch.setattr(layout_mod, "MAX_BLOCK_BYTES", 64 * 1024)
+    x, true, raw = _events()
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("X", data=x, chunks=(N, 1))
+        f["y"], f["raw"] = true, raw
+    info = open_dataset(tmp_path / "c.h5", LayoutConfig(format="array", inputs="X", columns=NAMES, target="y",
+                                                         reference="raw"))
+    assert info.shards[0].chunk_rows == 64 * 1024 // 24
+    np.testing.assert_array_equal(_read_all(info)[0], x)
+
+
+def test_images_count_in_the_block_size(tmp_path):
+    """A CNN shard's read block is sized by its images too, not its flat inputs alone."""
+    n, image = 2000, np.zeros((2000, 16, 16, 4), np.float32)
+    x, true, raw = _events(n)
+    write_shard(tmp_path / "img.h5", inputs=x, target=true, reference=raw, feature_names=NAMES, target_name="t",
+                reference_name="r", source="test", parameters={}, image=image, chunk_bytes=4096)
+    rows = open_dataset(tmp_path / "img.h5").shards[0].chunk_rows
+    assert rows * (16 * 16 * 4 * 4) <= 2 * layout_mod.MIN_BLOCK_BYTES and rows < n
+
+
+def test_an_unreadable_chunk_is_one_line_naming_the_file(tmp_path):
+    x, true, raw = _events()
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("X", data=x, chunks=(500, 4), compression="gzip")
+        f["y"], f["raw"] = true, raw
+        offset = f["X"].id.get_chunk_info(1).byte_offset
+    with open(tmp_path / "d.h5", "r+b") as raw_file:  # a damaged chunk: gzip cannot inflate it
+        raw_file.seek(offset)
+        raw_file.write(b"\xff" * 64)
+    info = open_dataset(tmp_path / "d.h5", LayoutConfig(format="array", inputs="X", columns=NAMES, target="y",
+                                                         reference="raw"))
+    with pytest.raises(DataError, match=r"d\.h5: cannot read events 0-3000 \(.*\); a filter other than gzip"):
+        _read_all(info)

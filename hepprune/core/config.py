@@ -73,7 +73,7 @@ class LayoutConfig:
     def __post_init__(self) -> None:
         from hepprune.core.expression import parse  # noqa: PLC0415 - deferred: config stays importable alone
 
-        if self.format == "hepprune":
+        if self.format == "hepprune":  # the other keys are ignored: a repacked copy keeps its mapping beside it
             return
         if self.format in ("array", "compound", "pandas") and not self.inputs:
             raise ConfigError(f"data.layout.inputs: format {self.format} needs the dataset (or pandas key) that "

@@ -48,8 +48,8 @@ class Expression:
             return columns[real.get(self.tree.id, self.tree.id)]
 
         def walk(node: ast.expr) -> object:
-            if isinstance(node, ast.Name):
-                return columns[real.get(node.id, node.id)]
+            if isinstance(node, ast.Name):  # in float64: integer columns would wrap around (uint32 3 - 5)
+                return np.asarray(columns[real.get(node.id, node.id)], dtype=np.float64)
             if isinstance(node, ast.Constant):
                 return node.value
             if isinstance(node, ast.UnaryOp):

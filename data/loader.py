@@ -245,7 +245,8 @@ def describe_extremes(found: dict[str, tuple[int, float]]) -> str:
 
 # Decoded MB/s below which reading costs more than half a core to feed training
 # at the demo's pace (520 k events/s x 212 bytes = 110 MB/s on 2 cores):
-# gzip (~180 MB/s) is below, lzf (250-300 MB/s) and uncompressed (GB/s) above.
+# gzip (~180 MB/s) is below, uncompressed (GB/s) above; lzf (200-300 MB/s on
+# poorly compressible floats) near it, and repacking gains it 5-15 % too.
 SLOW_READ_MB_S = 220.0
 MEASURED_BYTES = 16 * 1024 * 1024  # the least read before a rate is worth a warning
 

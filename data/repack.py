@@ -5,8 +5,8 @@ compressed or in small chunks) and writes hepprune's own schema,
 uncompressed, in ~2 MiB chunks, which streams at GB/s. Shard k of the input
 becomes ``DIR/shard_<k>.h5`` with the same events in the same order, so the
 train/validation/test split (by position within each shard) is the same.
-Streamed block by block: memory is one block, never a file. It writes the
-flat view (inputs, target, reference), not images or aux extras. Every output is
+Streamed block by block: memory is one block, never a file. A file in
+hepprune's schema keeps its ``image`` view and ``aux/`` extras. Every output is
 written atomically; if any input fails, the outputs of this run are removed.
 Then train with ``--set data.path='DIR/shard_*.h5' --set data.layout.format=hepprune``.
 """
@@ -51,6 +51,23 @@ class RepackResult:
         return self.bytes_read / max(self.seconds, 1e-9) / 1e6
 
 
+def _extras(f: h5py.File) -> list[str]:
+    """A hepprune shard's datasets beside the flat view: ``image`` and ``aux/*``."""
+    names = ["image"] if "image" in f else []
+    if isinstance(f.get("aux"), h5py.Group):
+        names += [f"aux/{name}" for name in f["aux"]]
+    return names
+
+
+def _like(f: h5py.File, ds: h5py.Dataset, rows: int) -> h5py.Dataset:
+    """An empty uncompressed copy of ``ds``'s shape, type and attributes, chunked along events."""
+    row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+    rows = chunk_rows(row_bytes, len(ds)) if ds.ndim > 1 else rows
+    new = f.create_dataset(ds.name, ds.shape, ds.dtype, chunks=(rows, *ds.shape[1:]))
+    new.attrs.update(dict(ds.attrs))
+    return new
+
+
 def repack(info: DatasetInfo, out: Path) -> RepackResult:
     """Each shard of ``info`` rewritten as ``out/shard_<k>.h5`` in hepprune's schema."""
     check_out_dir(out)
@@ -68,10 +85,16 @@ def repack(info: DatasetInfo, out: Path) -> RepackResult:
                                          chunks=(rows, n_features))
                     t = f.create_dataset("target", (shard.n_events,), np.float32, chunks=(rows,))
                     r = f.create_dataset("reference", (shard.n_events,), np.float32, chunks=(rows,))
-                    for block in (b for b in blocks if b.shard == k):
-                        xb, tb, rb = reader.read(block)
-                        x[block.start:block.stop], t[block.start:block.stop], r[block.start:block.stop] = xb, tb, rb
-                        total += xb.nbytes + tb.nbytes + rb.nbytes
+                    with h5py.File(shard.path, "r") as src:
+                        extras = _extras(src) if info.layout is None or info.layout.format == "hepprune" else []
+                        copies = [(src[name], _like(f, src[name], rows)) for name in extras]
+                        for block in (b for b in blocks if b.shard == k):
+                            xb, tb, rb = reader.read(block)
+                            sl = slice(block.start, block.stop)
+                            x[sl], t[sl], r[sl] = xb, tb, rb
+                            total += xb.nbytes + tb.nbytes + rb.nbytes
+                            for old, new in copies:  # the image view and aux/ extras, block by block too
+                                new[sl] = old[sl]
                     f.attrs.update({
                         "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
                         "feature_names": list(info.feature_names), "target_name": info.target_name,

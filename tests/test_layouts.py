@@ -386,3 +386,18 @@ def test_an_unreadable_chunk_is_one_line_naming_the_file(tmp_path):
                                                          reference="raw"))
     with pytest.raises(DataError, match=r"d\.h5: cannot read events 0-3000 \(.*\); a filter other than gzip"):
         _read_all(info)
+
+
+def test_repack_of_a_compressed_hepprune_file_keeps_its_image_view_and_extras(tmp_path):
+    x, true, raw = _events(600)
+    image = np.random.default_rng(0).normal(size=(600, 4, 4, 2)).astype(np.float32)
+    pid = np.arange(600) % 3
+    write_shard(tmp_path / "own.h5", inputs=x, target=true, reference=raw, feature_names=NAMES, target_name="t",
+                reference_name="r", source="test", parameters={}, image=image, image_layers=["ecal", "hcal"],
+                aux={"pid": pid}, chunk_bytes=4096)
+    repack(open_dataset(tmp_path / "own.h5"), tmp_path / "fast")
+    with h5py.File(tmp_path / "fast/shard_00000.h5") as f:
+        np.testing.assert_array_equal(f["image"][()], image)
+        assert list(f["image"].attrs["layers"]) == ["ecal", "hcal"]
+        np.testing.assert_array_equal(f["aux/pid"][()], pid)
+    assert open_dataset(tmp_path / "fast/shard_*.h5").image_shape == (4, 4, 2)

@@ -132,6 +132,11 @@ def print_summary(result: search.Frontier, out: Path) -> None:
         print(f"{c.name:<18}{c.sparsity:>9.3f}{res:>20}{resp:>20}{c.cost['total']:>9.0f}  "
               + ("accepted" if c.accepted else f"refused ({len(c.beyond)} beyond)"))
     ref = result.reference
+    for label, near in result.closest.items():  # a bit setting where nothing passed: how close it came
+        z = near["worst_excess_sigma"]
+        print(f"closest at {label}: {near['name']}, its worst shift "
+              + (f"{z:.1f}σ beyond its tolerance" if z is not None else "not a number (training did not finish)")
+              + (f", cost {near['cost_fraction']:.3f} of the dense reference" if near["cost_fraction"] else ""))
     if result.chosen:
         print(f"\nchosen: {result.chosen}, cost {result.chosen_cost_fraction:.3f} of the dense baseline at "
               f"{ref['precision']} ({ref['total']:.0f}); hls4ml project in {out}/hls4ml/{result.chosen}/")

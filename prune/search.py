@@ -22,6 +22,7 @@ synthesised it, the estimate (:mod:`hepprune.ptq.da`) otherwise, and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class Frontier:
     candidates: list[Candidate] = field(default_factory=list)
     chosen: str | None = None
     chosen_cost_fraction: float | None = None  # chosen cost / reference cost
+    # Per bit setting with no accepted candidate: the one that came closest (smallest worst excess).
+    closest: dict[str, dict[str, Any]] = field(default_factory=dict)
     stage: str = FRONTIER
 
 
@@ -165,6 +168,22 @@ def failed(name: str, target: float, bits: int | None, reason: str) -> Candidate
                      failed=reason)
 
 
+def worst_excess(c: Candidate, tolerances: dict[str, float]) -> float:
+    """How far the candidate's worst shift (overall or in a bin) lies beyond its
+    tolerance, in its standard errors: at most ``significance`` is accepted.
+    Infinite for a failed training or a shift that is not a number."""
+    worst = -math.inf
+    for row in ([c.physics, *c.physics.get("binned", [])] if c.physics else []):
+        for key, two_sided in (("response", True), ("resolution", False)):
+            shift, err = row.get(f"{key}_shift"), row.get(f"{key}_shift_err")
+            if shift is None or not math.isfinite(shift):
+                return math.inf
+            excess = (abs(shift) if two_sided else shift) - tolerances[key]
+            z = excess / err if err else (math.inf if excess > 0 else -math.inf)
+            worst = max(worst, z)
+    return worst if c.physics else math.inf
+
+
 def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], Failures],
                evaluate: Callable[[str], dict[str, Any]], cost_of: Callable[[str, int | None], dict[str, Any]],
                reference_cost: dict[str, Any]) -> Frontier:
@@ -204,6 +223,15 @@ def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], Fail
             log.info("%s: %s, cost %.0f (%s)", name, "accepted" if cand.accepted else
                      "refused: " + "; ".join(cand.beyond[:3]) + (" ..." if len(cand.beyond) > 3 else ""),
                      cand.cost["total"], cand.cost["source"])
+    for label in result.settings:
+        group = [c for c in result.candidates if setting_label(c.bits) == label]
+        if group and not any(c.accepted for c in group):
+            near = min(group, key=lambda c: worst_excess(c, result.tolerances))
+            z = worst_excess(near, result.tolerances)
+            result.closest[label] = {
+                "name": near.name, "sparsity": near.sparsity, "worst_excess_sigma": z if math.isfinite(z) else None,
+                "cost_fraction": near.cost["total"] / reference_cost["total"]
+                if near.cost and reference_cost["total"] else None}
     accepted = [c for c in result.candidates if c.accepted]
     if accepted:
         best = min(accepted, key=lambda c: (c.cost["total"], -(c.sparsity or 0)))

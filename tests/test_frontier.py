@@ -55,6 +55,16 @@ def test_a_frontier_with_no_acceptable_model_says_so(run, run_cli):
     assert not any(c["accepted"] for c in f["candidates"]) and all(c["beyond"] for c in f["candidates"])
     assert f["chosen"] is None and "no candidate stays within the tolerances" in proc.stdout
     assert not (run / "frontier/hls4ml").exists()
+    # How close the setting came: the candidate whose worst shift is the fewest sigma beyond tolerance.
+    near = f["closest"]["float"]
+    excess = {c["name"]: max(max(abs(r["response_shift"]) / r["response_shift_err"],
+                                 r["resolution_shift"] / r["resolution_shift_err"])
+                             for r in [c["physics"], *c["physics"]["binned"]]) for c in f["candidates"]}
+    assert near["name"] == min(excess, key=excess.get)
+    assert near["worst_excess_sigma"] == pytest.approx(excess[near["name"]])
+    assert near["cost_fraction"] == pytest.approx(
+        next(c["cost"]["total"] for c in f["candidates"] if c["name"] == near["name"]) / f["reference"]["total"])
+    assert f"closest at float: {near['name']}, its worst shift {near['worst_excess_sigma']:.1f}σ" in proc.stdout
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -100,4 +110,5 @@ def test_a_candidate_whose_training_does_not_finish_is_refused_and_the_search_go
         assert not c["accepted"] and "the training loss is nan" in c["failed"] and c["physics"] == {}
         assert c["beyond"] == [f"training did not finish: {c['failed']}"]
     assert f["chosen"] is None and proc.stdout.count("refused (training did not finish)") == 2
+    assert f["closest"]["float"]["worst_excess_sigma"] is None  # nothing finished: no shift to be close with
     assert not (run / "prune_0.80/metrics.json").exists()  # left unfinished, so a rerun trains it again

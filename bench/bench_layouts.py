@@ -122,8 +122,7 @@ def measure(path: str, layout: dict, epochs: int, ceiling_ds=None) -> dict:
     splits = loader.split_blocks(info, cfg.data.val_fraction, cfg.data.test_fraction)
     rate = loader.ReadRate()
     for block in loader.all_blocks(info):  # the statistics pass's read rate, as the warning measures it
-        with rate.timing() as arrays:
-            arrays.extend(reader.read(block))
+        rate.read(reader, block)
     stats = loader.scan(reader, splits, cfg.data)
     train = splits["train"]
     n, steps = loader.n_events(train), loader.steps(loader.n_events(train), cfg.data.batch_size)

@@ -89,18 +89,11 @@ class Layout:
         """Every dataset a read touches."""
         return tuple(dict.fromkeys([*(s.dataset for s in self.inputs), *(s.dataset for _, s in self.sources)]))
 
-    def read(self, f: h5py.File | Handles, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(inputs float32 (n, F), target float32 (n,), reference float32 (n,): zeros without one)."""
-        n = stop - start
-        x, t, r = np.empty((n, len(self.inputs)), np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
-        self.read_into(f, start, stop, (x, t, r), 0)
-        return x, t, r
-
-    def read_into(self, f: h5py.File | Handles, start: int, stop: int,
+    def read_into(self, handles: Handles, start: int, stop: int,
                   out: tuple[np.ndarray, np.ndarray, np.ndarray], at: int) -> None:
-        """Events [start, stop) into rows at.. of the preallocated ``out`` (x, t, r): a
-        plain dataset is read straight into place by HDF5, with no intermediate array."""
-        handles = f if isinstance(f, Handles) else Handles(f)
+        """Events [start, stop) into rows at.. of the preallocated ``out`` (inputs
+        float32 (., F), target, reference: zeros without one): a plain dataset
+        is read straight into place by HDF5, with no intermediate array."""
         x, t, r = out
         n = stop - start
         src, dst = np.s_[start:stop], np.s_[at:at + n]
@@ -231,9 +224,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not a list of names")
 
 
+def _unpickle(value: Any) -> Any:
+    return _RestrictedUnpickler(io.BytesIO(bytes(value))).load()
+
+
 def _names_attr(value: Any) -> list[str]:
-    raw = bytes(value) if not isinstance(value, bytes) else value
-    out = _RestrictedUnpickler(io.BytesIO(raw)).load()
+    out = _unpickle(value)
     if not isinstance(out, list) or not all(isinstance(v, (str, int, float)) for v in out):
         raise pickle.UnpicklingError("not a list of names")
     return [str(v) for v in out]
@@ -396,8 +392,7 @@ def _names_attr_pairs(value: Any) -> list[str]:
     """The column names in pandas' ``non_index_axes`` attribute: [(axis, [names])]."""
     if value is None:
         return []
-    raw = bytes(value) if not isinstance(value, bytes) else value
-    out = _RestrictedUnpickler(io.BytesIO(raw)).load()
+    out = _unpickle(value)
     if not (isinstance(out, list) and out and isinstance(out[0], tuple) and isinstance(out[0][1], list)):
         raise pickle.UnpicklingError("not pandas' non_index_axes")
     return [str(v) for v in out[0][1]]

@@ -19,7 +19,6 @@ events are never read by training.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import time
@@ -32,7 +31,7 @@ import numpy as np
 from hepprune.core import targets
 from hepprune.core.config import DataConfig
 from hepprune.core.errors import DataError
-from hepprune.data.layout import Handles, hepprune_layout
+from hepprune.data.layout import Handles
 from hepprune.data.schema import DatasetInfo
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,6 @@ class Reader:
         self.info = info
         self.key = "image" if view == "image" else "inputs"
         self.input_shape = info.input_shape(view)
-        self.layout = info.layout or hepprune_layout(info.feature_names)
         self._files: dict[int, Handles] = {}
 
     def _file(self, shard: int) -> Handles:
@@ -115,7 +113,7 @@ class Reader:
         f = self._file(block.shard)
         try:
             if self.key == "inputs":  # the layout: hepprune's schema or a file of your own, read in place
-                self.layout.read_into(f, block.start, block.stop, out, at)
+                self.info.layout.read_into(f, block.start, block.stop, out, at)
                 return
             src, dst = np.s_[block.start:block.stop], np.s_[at:at + block.size]
             for name, arr in zip((self.key, "target", "reference"), out):
@@ -260,13 +258,13 @@ class ReadRate:
     def __init__(self) -> None:
         self.bytes, self.seconds = 0, 0.0
 
-    @contextlib.contextmanager
-    def timing(self) -> Iterator[list[np.ndarray]]:
-        arrays: list[np.ndarray] = []
+    def read(self, reader: Reader, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``reader.read(block)``, timed."""
         t0 = time.perf_counter()
-        yield arrays
+        arrays = reader.read(block)
         self.seconds += time.perf_counter() - t0
         self.bytes += sum(a.nbytes for a in arrays)
+        return arrays
 
     @property
     def mb_per_s(self) -> float:
@@ -283,10 +281,9 @@ class ReadRate:
 
 def describe_storage(info: DatasetInfo) -> str:
     """How the first shard stores what the loader reads: its filters and chunk sizes."""
-    layout = info.layout or hepprune_layout(info.feature_names)
     parts = []
     with h5py.File(info.shards[0].path, "r") as f:
-        for name in layout.datasets:
+        for name in info.layout.datasets:
             ds = f[name]
             row = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
             chunks = f"chunks of {ds.chunks[0]} events ({ds.chunks[0] * row // 1024} KiB)" if ds.chunks \
@@ -307,9 +304,7 @@ def scan(reader: Reader, splits: dict[str, list[Block]], cfg: DataConfig,
     rate = ReadRate()
     for split in SPLITS:
         for block in splits[split]:
-            with rate.timing() as arrays:
-                arrays.extend(reader.read(block))
-            x, true, ref = arrays
+            x, true, ref = arrays = rate.read(reader, block)
             check_finite(reader, block, arrays)
             problem = bad_targets(true) if bad_targets is not None else None
             if problem is not None:

@@ -86,7 +86,7 @@ def repack(info: DatasetInfo, out: Path) -> RepackResult:
                     t = f.create_dataset("target", (shard.n_events,), np.float32, chunks=(rows,))
                     r = f.create_dataset("reference", (shard.n_events,), np.float32, chunks=(rows,))
                     with h5py.File(shard.path, "r") as src:
-                        extras = _extras(src) if info.layout is None or info.layout.format == "hepprune" else []
+                        extras = _extras(src) if info.layout.format == "hepprune" else []
                         copies = [(src[name], _like(f, src[name], rows)) for name in extras]
                         for block in (b for b in blocks if b.shard == k):
                             xb, tb, rb = reader.read(block)

@@ -140,8 +140,8 @@ class DatasetInfo:
     target_unit: str
     reference_name: str
     parameters: dict
+    layout: Layout  # how a block is read: hepprune's schema, or data.layout resolved against the files
     class_names: tuple[str, ...] = ()
-    layout: Layout | None = None  # how a block is read (None: hepprune's schema)
 
     @property
     def n_events(self) -> int:
@@ -185,12 +185,15 @@ def _parameters(path: str, text) -> dict:
     return value
 
 
-def _inspect(path: str) -> tuple[Shard, dict]:
+def _open(path: str) -> h5py.File:
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
-    with f:
+
+
+def _inspect(path: str) -> tuple[Shard, dict]:
+    with _open(path) as f:
         missing_attrs = [a for a in REQUIRED_ATTRS if a not in f.attrs]
         if missing_attrs:
             raise DataError(f"{path}: missing file attribute(s) {', '.join(missing_attrs)} "
@@ -255,11 +258,7 @@ def _inspect(path: str) -> tuple[Shard, dict]:
 
 
 def _inspect_mapped(path: str, cfg: LayoutConfig) -> tuple[Shard, dict]:
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
-    with f:
+    with _open(path) as f:
         layout, n, rows = resolve(f, cfg)
     meta = {
         "feature_names": layout.features,

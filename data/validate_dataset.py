@@ -46,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loader.check_finite(reader, block, arrays)
                 extremes.update(arrays[0])
             found = extremes.found()
-    layout = info.layout.format if info.layout else "hepprune"
-    print(f"ok: {len(info.shards)} shard(s), {info.n_events} events, layout {layout}, read in blocks of "
+    print(f"ok: {len(info.shards)} shard(s), {info.n_events} events, layout {info.layout.format}, read in blocks of "
           f"{info.shards[0].chunk_rows} events")
     for name, (n, example) in found.items():
         print(f"warning: feature {name}: {n} extreme value(s) far outside its bulk (e.g. {example:.3g}); "

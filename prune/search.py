@@ -33,7 +33,7 @@ import numpy as np
 from hepprune.core import artifacts
 from hepprune.core.config import Config
 from hepprune.core.fixedpoint import precision_bits
-from hepprune.core.metrics import MIN_BIN_EVENTS
+from hepprune.core.metrics import MIN_BIN_EVENTS, tolerance_excess
 from hepprune.core.runs import BASELINE, PTQ, RTL, SENSITIVITY, prune_stage, setting_label
 
 log = logging.getLogger(__name__)
@@ -172,16 +172,16 @@ def worst_excess(c: Candidate, tolerances: dict[str, float]) -> float:
     """How far the candidate's worst shift (overall or in a bin) lies beyond its
     tolerance, in its standard errors: at most ``significance`` is accepted.
     Infinite for a failed training or a shift that is not a number."""
+    if not c.physics:
+        return math.inf
     worst = -math.inf
-    for row in ([c.physics, *c.physics.get("binned", [])] if c.physics else []):
+    for row in [c.physics, *c.physics.get("binned", [])]:
         for key, two_sided in (("response", True), ("resolution", False)):
-            shift, err = row.get(f"{key}_shift"), row.get(f"{key}_shift_err")
-            if shift is None or not math.isfinite(shift):
-                return math.inf
-            excess = (abs(shift) if two_sided else shift) - tolerances[key]
-            z = excess / err if err else (math.inf if excess > 0 else -math.inf)
-            worst = max(worst, z)
-    return worst if c.physics else math.inf
+            excess = tolerance_excess(row.get(f"{key}_shift"), tolerances[key], two_sided=two_sided)
+            err = row.get(f"{key}_shift_err")
+            worst = max(worst, excess / err if err and math.isfinite(excess) else
+                        (math.inf if excess > 0 else -math.inf))
+    return worst
 
 
 def run_search(cfg: Config, run_dir: Path, *, train: Callable[[list[Pair]], Failures],

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from hepprune.core.errors import ConfigError
+from hepprune.core.expression import parse
 from hepprune.core.fixedpoint import check_precision
 
 if TYPE_CHECKING:
@@ -71,8 +72,6 @@ class LayoutConfig:
     class_names: list[str] = _opt(None, "classification: the class of each target index", factory=list)
 
     def __post_init__(self) -> None:
-        from hepprune.core.expression import parse  # noqa: PLC0415 - deferred: config stays importable alone
-
         if self.format == "hepprune":  # the other keys are ignored: a repacked copy keeps its mapping beside it
             return
         if self.format in ("array", "compound", "pandas") and not self.inputs:

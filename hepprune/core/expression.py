@@ -10,6 +10,7 @@ written in backticks: ``\u0060jets/pt\u0060 / raw``.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ class Expression:
     tree: ast.expr = field(compare=False)  # ast nodes compare by identity; the text says it all
     aliases: tuple[tuple[str, str], ...] = field(compare=False)  # placeholder identifier -> quoted name
 
-    @property
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
         real = dict(self.aliases)
         seen = [real.get(n.id, n.id) for n in ast.walk(self.tree) if isinstance(n, ast.Name)]

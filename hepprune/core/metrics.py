@@ -12,6 +12,8 @@ shifts      a model against the baseline on the same events: the response
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Q_LOW, Q_HIGH = 0.159, 0.841
@@ -162,12 +164,19 @@ def paired_shifts(ratio: np.ndarray, base_ratio: np.ndarray, *, n_bootstrap: int
     return out
 
 
+def tolerance_excess(shift: float | None, tolerance: float, *, two_sided: bool) -> float:
+    """How far a shift lies beyond its tolerance (negative: inside it; infinite
+    when it is not comparable: a baseline whose q68 is 0, a NaN). ``two_sided``:
+    either sign counts (the response); otherwise only a growth (a narrower
+    resolution is no failure)."""
+    if shift is None or not np.isfinite(shift):
+        return math.inf
+    return (abs(shift) if two_sided else shift) - tolerance
+
+
 def beyond_tolerance(shift: float | None, err: float | None, tolerance: float, sigmas: float, *,
                      two_sided: bool) -> bool:
     """Whether a shift exceeds its tolerance by more than ``sigmas`` standard
-    errors (no error: by anything). ``two_sided``: either sign counts (the
-    response); otherwise only a growth (a narrower resolution is no failure)."""
-    if shift is None or not np.isfinite(shift):
-        return True  # not comparable (a baseline whose q68 is 0, a NaN): never accepted
-    excess = (abs(shift) if two_sided else shift) - tolerance
+    errors (no error: by anything); one that is not comparable is never accepted."""
+    excess = tolerance_excess(shift, tolerance, two_sided=two_sided)
     return excess > sigmas * (err if err is not None and np.isfinite(err) else 0.0)
